@@ -1,0 +1,50 @@
+"""Gradient accumulation done right.
+
+Reference: the loss of one optimizer step must be the loss of the whole accumulation window,
+i.e. the per-item losses summed over all micro-batches of the window and divided by the number of
+items in the window (examples, or non-padding tokens for a token-level loss). "Mean per
+micro-batch divided by k" is exact only for equal micro-batches with a per-example loss; it is
+wrong for a short last window and for token-level losses with padding (transformers fixed this in
+its Trainer in 2024). The loop therefore groups micro-batches into windows before the forward pass.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+def accumulation_windows(batches: Iterable, accumulation_steps: int) -> Iterator[list]:
+    """Consecutive lists of ``accumulation_steps`` micro-batches; the last list may be shorter."""
+    if not isinstance(accumulation_steps, int) or accumulation_steps < 1:
+        raise ValueError(f"accumulation_steps must be an int >= 1, got {accumulation_steps!r}")
+    window = []
+    for batch in batches:
+        window.append(batch)
+        if len(window) == accumulation_steps:
+            yield window
+            window = []
+    if window:  # a short last window still gets its optimizer step
+        yield window
+
+
+def optimizer_steps_per_epoch(n_batches: int, accumulation_steps: int) -> int:
+    """ceil(n_batches / accumulation_steps): one step per (possibly short) window."""
+    return math.ceil(n_batches / accumulation_steps)
+
+
+def count_items(labels: torch.Tensor) -> int:
+    """Items that carry a loss: labels other than ``IGNORE_INDEX`` (padding, masked tokens)."""
+    return int((labels != IGNORE_INDEX).sum())
+
+
+def summed_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy summed over items; works for sequence (B, C) and token-level (B, T, C) logits."""
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+        ignore_index=IGNORE_INDEX, reduction="sum",
+    )

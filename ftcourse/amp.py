@@ -1,0 +1,104 @@
+"""Mixed precision with ``torch.amp`` (never the deprecated ``torch.cuda.amp``).
+
+Modes: ``None``/``"fp32"`` (full precision), ``"fp16"`` (CUDA: fp16 autocast with a
+``GradScaler``, because fp16's smallest normal number is 6e-5 and small gradients underflow
+to zero without loss scaling), ``"bf16"`` (autocast to bfloat16: fp32's exponent range, so no
+scaler), ``"auto"`` (bf16 where supported, else fp16 on CUDA; fp32 elsewhere).
+
+A mode the device cannot honour falls back with a printed message, never silently:
+fp16 on CPU becomes bf16 (CPU autocast supports bf16), bf16 on a CUDA GPU without bf16 becomes
+fp16 with a scaler, anything on MPS becomes fp32.
+
+Reference: PyTorch "Automatic Mixed Precision" docs (torch.amp.autocast, torch.amp.GradScaler);
+Micikevicius et al. 2018, "Mixed Precision Training" (loss scaling).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+MODES = (None, "fp32", "fp16", "bf16", "auto")
+
+
+def _resolve(mode: str | None, device_type: str, verbose: bool) -> torch.dtype | None:
+    if mode not in MODES:
+        raise ValueError(f"amp must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
+
+    def fallback(to, why):
+        if verbose:
+            print(f"[ftcourse.amp] {why}: using {to} instead of {mode}.")
+        return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[to]
+
+    if mode in (None, "fp32"):
+        return None
+    if device_type == "cuda":
+        bf16_ok = torch.cuda.is_bf16_supported()
+        if mode == "auto":
+            return torch.bfloat16 if bf16_ok else torch.float16
+        if mode == "bf16" and not bf16_ok:
+            return fallback("fp16", "this GPU has no bfloat16 support")
+        return torch.float16 if mode == "fp16" else torch.bfloat16
+    if device_type == "cpu":
+        if mode == "auto":
+            return None  # CPU bf16 autocast is often slower than fp32: opt in with amp="bf16"
+        if mode == "fp16":
+            return fallback("bf16", "fp16 autocast with loss scaling needs CUDA; CPU autocast runs bfloat16")
+        return torch.bfloat16
+    if mode == "auto":
+        return None
+    return fallback("fp32", f"mixed precision is not supported on {device_type} by this course")
+
+
+class Precision:
+    """Autocast context, loss scaling and the optimizer step, for one device and mode.
+
+    The loop calls, per optimizer step: ``with p.autocast(): loss = ...``; ``p.backward(loss)``
+    for each micro-batch; ``p.unscale_(optimizer)`` before clipping (so the clip threshold is in
+    true gradient units); ``stepped = p.step(optimizer)``; the scheduler steps only if ``stepped``
+    (a step skipped for inf/nan gradients must not advance the lr schedule).
+    """
+
+    def __init__(self, mode: str | None = None, device: str | torch.device = "cpu", *, scaler=None, verbose: bool = True):
+        self.device_type = torch.device(device).type
+        self.dtype = _resolve(mode, self.device_type, verbose)
+        if scaler is None and self.dtype == torch.float16:
+            scaler = torch.amp.GradScaler(self.device_type)
+        self.scaler = scaler
+        self.skipped_steps = 0
+
+    @property
+    def name(self) -> str:
+        return {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.dtype]
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def unscale_(self, optimizer) -> None:
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)
+
+    def step(self, optimizer) -> bool:
+        """Step the optimizer (through the scaler); False when the scaler skipped the step."""
+        if self.scaler is None:
+            optimizer.step()
+            return True
+        scale_before = self.scaler.get_scale()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        # The scale only ever decreases when inf/nan gradients made the scaler skip the step.
+        stepped = self.scaler.get_scale() >= scale_before
+        self.skipped_steps += not stepped
+        return stepped
+
+    @property
+    def loss_scale(self) -> float | None:
+        return self.scaler.get_scale() if self.scaler is not None else None
+
+    def __repr__(self) -> str:
+        return f"Precision({self.name} on {self.device_type}, scaler={'on' if self.scaler else 'off'})"

@@ -1,0 +1,97 @@
+"""Early stopping with restoration of the best weights.
+
+Semantics (cf. Keras/Lightning ``EarlyStopping`` and HF ``EarlyStoppingCallback``):
+``step(metric, model)`` is called after every evaluation and returns True when training should
+stop: after ``patience`` consecutive evaluations without improvement, where improvement means
+``metric > best + min_delta`` (mode "max") or ``metric < best - min_delta`` (mode "min"). A
+non-finite metric stops at once. Unlike Lightning (which does not restore) and like HF's
+``load_best_model_at_end``, the weights of the best evaluation are kept and
+``restore_best(model)`` loads them back. ``patience=None`` never stops: best-checkpoint selection.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+from torch import nn
+
+
+class EarlyStopping:
+    def __init__(self, patience: int | None, min_delta: float = 0.0, mode: str = "max", checkpoint_path: str | os.PathLike | None = None, verbose: bool = True):
+        if patience is not None and (not isinstance(patience, int) or patience < 1):
+            raise ValueError(f"patience must be an int >= 1 (or None to never stop), got {patience!r}")
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        if min_delta < 0:
+            raise ValueError(f"min_delta must be >= 0, got {min_delta}")
+        self.patience, self.min_delta, self.mode = patience, min_delta, mode
+        self.checkpoint_path = checkpoint_path
+        self.verbose = verbose
+        self.best_score: float | None = None
+        self.best_index: int | None = None  # which evaluation (0-based) was best
+        self.bad_evaluations = 0
+        self.n_evaluations = 0
+        self.stopped_reason: str | None = None
+        self._best_state: dict | None = None
+
+    def is_improvement(self, metric: float) -> bool:
+        if self.best_score is None:
+            return True
+        if self.mode == "max":
+            return metric > self.best_score + self.min_delta
+        return metric < self.best_score - self.min_delta
+
+    def step(self, metric: float, model: nn.Module) -> bool:
+        """Record one evaluation; True when training should stop."""
+        metric = float(metric)
+        self.n_evaluations += 1
+        if not math.isfinite(metric):
+            self.stopped_reason = f"the monitored metric is {metric} (not finite)"
+            if self.verbose:
+                print(f"[EarlyStopping] stopping: {self.stopped_reason}.")
+            return True
+        if self.is_improvement(metric):
+            self.best_score, self.best_index, self.bad_evaluations = metric, self.n_evaluations - 1, 0
+            self._save(model)
+            return False
+        self.bad_evaluations += 1
+        if self.patience is not None and self.bad_evaluations >= self.patience:
+            self.stopped_reason = f"no improvement in {self.patience} evaluations (best {self.best_score:.4f})"
+            if self.verbose:
+                print(f"[EarlyStopping] stopping: {self.stopped_reason}.")
+            return True
+        return False
+
+    def _save(self, model: nn.Module) -> None:
+        state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if self.checkpoint_path is not None:
+            torch.save(state, self.checkpoint_path)
+            self._best_state = None
+        else:
+            self._best_state = state
+
+    def restore_best(self, model: nn.Module) -> nn.Module:
+        """Load the weights of the best evaluation into ``model`` (exactly; returns the model)."""
+        if self.best_score is None:
+            raise RuntimeError("restore_best: no evaluation has been recorded yet")
+        state = self._best_state if self._best_state is not None else torch.load(self.checkpoint_path, weights_only=True)
+        model.load_state_dict(state)
+        return model
+
+
+class EarlyStoppingCallback:
+    """Plugs an :class:`EarlyStopping` into ``ftcourse.train.train``: it watches ``metric``
+    (``"accuracy"`` or ``"loss"`` of the validation set) at every evaluation, stops training when
+    told to, and restores the best weights at the end (``restore=True``)."""
+
+    def __init__(self, early_stopping: EarlyStopping, metric: str = "accuracy", restore: bool = True):
+        self.early_stopping, self.metric, self.restore = early_stopping, metric, restore
+
+    def on_evaluate(self, state, metrics: dict) -> None:
+        if self.early_stopping.step(metrics[self.metric], state.model):
+            state.should_stop = True
+
+    def on_train_end(self, state) -> None:
+        if self.restore and self.early_stopping.best_score is not None:
+            self.early_stopping.restore_best(state.model)

@@ -1,0 +1,85 @@
+"""Run sizes: every number a notebook uses comes from one of these profiles.
+
+``ci``  the smallest run in which the loss still falls (nbval in CI, <= 2 min a notebook on 2 cores).
+``cpu`` self-study on a laptop: the baseline reaches >= 0.82 test accuracy; minutes a notebook.
+``gpu`` Colab: a standard fine-tuning model from the hub, more data, 5 seeds, mixed precision.
+
+``FTCOURSE_PROFILE`` selects one; the default is ``gpu`` when CUDA is available, else ``cpu``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+from .models import MINILM_ID
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    model_id: str
+    max_length: int  # tokens; SST-2 sentences are short, so this rarely truncates
+    train_size: int  # training examples drawn (reproducibly) from the 67,349 SST-2 rows
+    few_sample_size: int  # training examples for the few-sample experiments (re-init, BERTAdam)
+    batch_size: int
+    eval_batch_size: int
+    epochs: int
+    evals_per_epoch: int  # "frequent evaluation": validation runs this many times an epoch
+    lr: float  # peak learning rate of the baseline (AdamW)
+    warmup_ratio: float
+    weight_decay: float
+    seeds: tuple[int, ...]
+    amp: str | None  # "fp16", "bf16" or None (full precision)
+    min_test_accuracy: float  # the bar every notebook asserts for its baseline
+    data_seed: int = 1234  # fixes the train subset, so runs differ only in their training seed
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.seeds)
+
+    def replace(self, **changes) -> "Profile":
+        """A copy with some fields changed (e.g. ``profile.replace(epochs=1)``)."""
+        return dataclasses.replace(self, **changes)
+
+
+PROFILES: dict[str, Profile] = {
+    "ci": Profile(
+        name="ci", model_id=MINILM_ID, max_length=64, train_size=320, few_sample_size=160,
+        batch_size=16, eval_batch_size=64, epochs=2, evals_per_epoch=2, lr=1e-4,
+        warmup_ratio=0.1, weight_decay=0.01, seeds=(0, 1), amp=None,
+        # SST-2 validation is ~51% positive: 0.6 is clearly above the majority class.
+        min_test_accuracy=0.60,
+    ),
+    "cpu": Profile(
+        name="cpu", model_id=MINILM_ID, max_length=64, train_size=2000, few_sample_size=300,
+        batch_size=16, eval_batch_size=128, epochs=2, evals_per_epoch=4, lr=5e-5,
+        warmup_ratio=0.1, weight_decay=0.01, seeds=(0, 1, 2), amp=None,
+        min_test_accuracy=0.82,
+    ),
+    "gpu": Profile(
+        name="gpu", model_id="roberta-base", max_length=128, train_size=8000, few_sample_size=500,
+        batch_size=32, eval_batch_size=128, epochs=2, evals_per_epoch=4, lr=2e-5,
+        warmup_ratio=0.1, weight_decay=0.01, seeds=(0, 1, 2, 3, 4), amp="auto",
+        min_test_accuracy=0.88,
+    ),
+}
+PROFILE_NAMES = tuple(PROFILES)
+
+
+def default_profile_name() -> str:
+    """``FTCOURSE_PROFILE`` if set, else ``gpu`` with CUDA and ``cpu`` without."""
+    name = os.environ.get("FTCOURSE_PROFILE")
+    if name:
+        return name
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """The profile called ``name`` (default: see :func:`default_profile_name`)."""
+    name = default_profile_name() if name is None else name
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}: FTCOURSE_PROFILE / profile must be one of {', '.join(PROFILE_NAMES)}")
+    return PROFILES[name]

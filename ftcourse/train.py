@@ -1,0 +1,297 @@
+"""The training loop, readable top to bottom.
+
+One optimizer step is::
+
+    for window in accumulation_windows(train_loader, k):     # k = 1: one batch a step
+        n = items in the window
+        for batch in window:
+            with precision.autocast():
+                loss = summed_loss(model(batch), labels) / n  # the window's mean loss
+            precision.backward(loss)
+        precision.unscale_(optimizer)                        # true gradient units before clipping
+        grad_norm = clip_grad_norm_(params, max_grad_norm)    # one clip per optimizer step
+        if precision.step(optimizer):                        # False: GradScaler skipped (inf/nan)
+            scheduler.step()                                  # ...and then the lr must not advance
+        optimizer.zero_grad(set_to_none=True)
+        every eval_every steps: evaluate on validation
+
+Design: the loop itself has no flag per technique. Each technique is one small piece that
+composes with the others:
+
+* what is optimised, and how: build the optimizer (any parameter groups: LLRD, frozen layers
+  left out) and the scheduler yourself and pass them in;
+* gradient accumulation: ``accumulation_steps`` (``ftcourse.accumulation``: exact window means);
+* mixed precision: a ``Precision`` (``ftcourse.amp``: autocast, GradScaler, skipped steps);
+* everything that reacts to training progress (SWA, early stopping and best-checkpoint selection,
+  gradual unfreezing) is a ``Callback`` with ``on_train_begin``, ``on_step_end``,
+  ``on_evaluate`` and ``on_train_end``; it sees a ``TrainState`` and may replace
+  ``state.scheduler`` or set ``state.should_stop``.
+
+The result is a ``History``: per optimizer step the loss, every group's lr, the gradient norm,
+time and tokens/s; per evaluation the validation loss and accuracy; and peak memory.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .accumulation import accumulation_windows, count_items, summed_loss
+from .amp import Precision
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch (every device): the same seed gives bit-identical CPU runs."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds CUDA and MPS
+
+
+def pick_device(device: str | torch.device | None = None, verbose: bool = True) -> torch.device:
+    """``device`` if given, else cuda, then mps, then cpu."""
+    if device is None:
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    device = torch.device(device)
+    if verbose:
+        extra = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else ""
+        print(f"device: {device}{extra}")
+    return device
+
+
+def move_batch(batch, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+class PeakMemory:
+    """Peak memory of a block, in MiB. CUDA: max allocated. CPU: peak resident set size (sampled)."""
+
+    def __init__(self, device: torch.device, interval_s: float = 0.005):
+        self.device, self.interval_s = torch.device(device), interval_s
+        self.peak_mb = float("nan")
+
+    @staticmethod
+    def _rss_mb() -> float:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        except (OSError, ValueError):
+            import resource  # not Linux: lifetime peak, the best that is portable
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    def _sample(self):
+        while not self._stop.wait(self.interval_s):
+            self.peak_mb = max(self.peak_mb, self._rss_mb())
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self.peak_mb = self._rss_mb()
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak_mb = max(self.peak_mb, self._rss_mb())
+        return False
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: torch.device | None = None, precision: Precision | None = None) -> dict:
+    """Mean loss and accuracy over ``loader``, in eval mode (dropout off); restores train mode."""
+    device = device or next(model.parameters()).device
+    precision = precision or Precision(None, device)
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, n = 0.0, 0, 0
+    for batch in loader:
+        batch = move_batch(batch, device)
+        labels = batch.pop("labels")
+        with precision.autocast():
+            logits = model(**batch).logits
+        loss_sum += summed_loss(logits, labels).item()
+        correct += (logits.argmax(-1) == labels).sum().item()
+        n += count_items(labels)
+    model.train(was_training)
+    return {"loss": loss_sum / n, "accuracy": correct / n, "n": n}
+
+
+class Callback:
+    """The pieces that react to training progress. Subclass and override what you need; the loop
+    also accepts any object with some of these methods (so a helper need not import this module)."""
+
+    def on_train_begin(self, state: "TrainState") -> None: ...
+
+    def on_step_end(self, state: "TrainState") -> None: ...
+
+    def on_evaluate(self, state: "TrainState", metrics: dict) -> None: ...
+
+    def on_train_end(self, state: "TrainState") -> None: ...
+
+
+def _notify(callbacks, event: str, *args) -> None:
+    for cb in callbacks:
+        method = getattr(cb, event, None)
+        if method is not None:
+            method(*args)
+
+
+@dataclass
+class History:
+    steps: list[dict] = field(default_factory=list)  # one row per optimizer step
+    evals: list[dict] = field(default_factory=list)  # one row per evaluation
+    peak_memory_mb: float = float("nan")
+    train_time_s: float = 0.0
+    skipped_steps: int = 0  # optimizer steps skipped by the GradScaler (inf/nan gradients)
+    stopped_early: bool = False
+
+    def steps_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.steps)
+
+    def evals_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.evals)
+
+
+@dataclass
+class TrainState:
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object | None
+    device: torch.device
+    precision: Precision
+    history: History
+    total_steps: int
+    eval_loader: object | None = None
+    step: int = 0  # optimizer steps taken so far (skipped ones included)
+    epoch: int = 0
+    should_stop: bool = False
+
+    def evaluate(self, model: nn.Module | None = None) -> dict:
+        """Validation metrics of ``model`` (default: the model being trained)."""
+        return evaluate(model or self.model, self.eval_loader, self.device, self.precision)
+
+
+def train(
+    model: nn.Module,
+    train_loader,
+    optimizer: torch.optim.Optimizer,
+    *,
+    scheduler=None,
+    epochs: int = 1,
+    max_steps: int | None = None,
+    eval_loader=None,
+    eval_every: int | None = None,
+    max_grad_norm: float | None = 1.0,
+    accumulation_steps: int = 1,
+    precision: Precision | str | None = None,
+    callbacks: list[Callback] = (),
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> History:
+    """Fine-tune ``model`` and return its :class:`History` (see the module docstring for the loop).
+
+    ``eval_every``: evaluate every this many optimizer steps (and after the last step); ``None``
+    evaluates at the end of every epoch. ``max_grad_norm=None`` measures the norm without clipping.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if eval_every is not None and eval_every < 1:
+        raise ValueError(f"eval_every must be >= 1 or None, got {eval_every}")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    if not isinstance(precision, Precision):
+        precision = Precision(precision, device)
+    model.to(device)
+    steps_per_epoch = math.ceil(len(train_loader) / accumulation_steps)
+    total_steps = steps_per_epoch * epochs if max_steps is None else min(max_steps, steps_per_epoch * epochs)
+    history = History()
+    state = TrainState(model, optimizer, scheduler, device, precision, history, total_steps, eval_loader)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+
+    def run_evaluation():
+        if eval_loader is None:
+            return
+        metrics = state.evaluate()
+        history.evals.append({"step": state.step, "epoch": state.epoch, **{f"val_{k}": v for k, v in metrics.items() if k != "n"}})
+        _notify(callbacks, "on_evaluate", state, metrics)
+
+    _notify(callbacks, "on_train_begin", state)
+    bar = tqdm(total=total_steps, disable=not progress, desc="train", leave=False, mininterval=1.0)
+    model.train()
+    start = time.perf_counter()
+    with PeakMemory(device) as memory:
+        for epoch in range(epochs):
+            state.epoch = epoch
+            for window in accumulation_windows(train_loader, accumulation_steps):
+                t0 = time.perf_counter()
+                n_items = sum(count_items(batch["labels"]) for batch in window)
+                n_tokens, window_loss = 0, 0.0
+                for batch in window:
+                    batch = move_batch(batch, device)
+                    labels = batch.pop("labels")
+                    n_tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+                    with precision.autocast():
+                        logits = model(**batch).logits
+                    # Sum over the micro-batch, divide by the items of the whole window: exact.
+                    loss = summed_loss(logits, labels) / n_items
+                    precision.backward(loss)
+                    window_loss += loss.item()
+                precision.unscale_(optimizer)
+                # Clipping also returns the norm; max_grad_norm=None only measures it.
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf")).item()
+                lrs = [group["lr"] for group in optimizer.param_groups]  # the lrs this step uses
+                stepped = precision.step(optimizer)
+                if stepped and state.scheduler is not None:
+                    state.scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)  # honest step times
+                dt = time.perf_counter() - t0
+                history.steps.append({
+                    "step": state.step, "epoch": epoch, "items": n_items, "loss": window_loss, "grad_norm": grad_norm,
+                    **{f"lr_{i}": lr for i, lr in enumerate(lrs)}, "time_s": dt,
+                    "tokens_per_s": n_tokens / dt, "stepped": stepped,
+                    **({"loss_scale": precision.loss_scale} if precision.scaler is not None else {}),
+                })
+                bar.update(1)
+                bar.set_postfix(loss=f"{window_loss:.3f}", refresh=False)
+                _notify(callbacks, "on_step_end", state)
+                if eval_every is not None and (state.step % eval_every == 0 or state.step == total_steps):
+                    run_evaluation()
+                if state.should_stop or state.step >= total_steps:
+                    break
+            if eval_every is None and not state.should_stop:
+                run_evaluation()
+            if state.should_stop or state.step >= total_steps:
+                break
+    bar.close()
+    history.train_time_s = time.perf_counter() - start
+    history.peak_memory_mb = memory.peak_mb
+    history.skipped_steps = precision.skipped_steps
+    history.stopped_early = state.should_stop
+    _notify(callbacks, "on_train_end", state)
+    return history
