@@ -44,7 +44,10 @@ def count_items(labels: torch.Tensor) -> int:
 
 def summed_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy summed over items; works for sequence (B, C) and token-level (B, T, C) logits."""
+    # fp16/bf16 logits (autocast) are upcast so the log-sum-exp is computed in fp32; float64 stays
+    # float64 (a plain .float() would silently round the exactness tests down to fp32).
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     return F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
         ignore_index=IGNORE_INDEX, reduction="sum",
     )

@@ -241,6 +241,9 @@ def train(
     _notify(callbacks, "on_train_begin", state)
     bar = tqdm(total=total_steps, disable=not progress, desc="train", leave=False, mininterval=1.0)
     model.train()
+    # Gradients left over from before the call (a gradient inspected in a notebook cell, an earlier
+    # run) would otherwise be added to the first window's gradient.
+    optimizer.zero_grad(set_to_none=True)
     start = time.perf_counter()
     with PeakMemory(device) as memory:
         for epoch in range(epochs):
