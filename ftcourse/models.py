@@ -103,3 +103,22 @@ def embeddings(model: nn.Module) -> nn.Module:
     _family(model)
     return model.base_model.embeddings
 
+
+def embedding_extras(model: nn.Module) -> list[nn.Module]:
+    """Modules that belong with the embeddings but live outside :func:`embeddings`, bottom first.
+
+    ELECTRA: ``embeddings_project`` (embedding_size -> hidden_size, present when they differ), which
+    sits between the embeddings and the first block. DeBERTa-v2/v3: the relative-position embeddings
+    ``encoder.rel_embeddings`` (present with ``relative_attention``) and their ``encoder.LayerNorm``
+    (present with ``norm_rel_ebd="layer_norm"``), shared by every block. Freezing "the embeddings" without them leaves a trainable tensor below
+    (or inside) every block, so the backward pass still runs through the whole encoder.
+    Empty for the other families.
+    """
+    family, base = _family(model), model.base_model
+    if family == "electra":
+        return [base.embeddings_project] if hasattr(base, "embeddings_project") else []
+    if family == "deberta-v2":
+        encoder = base.encoder
+        return [getattr(encoder, name) for name in ("rel_embeddings", "LayerNorm") if hasattr(encoder, name)]
+    return []
+

@@ -1,0 +1,258 @@
+"""Freezing layers: what is trained, what reaches the optimizer, and gradual unfreezing.
+
+Freezing the embeddings and the bottom ``n`` transformer blocks means: those parameters get
+``requires_grad=False`` (autograd computes no gradient for them and, below the lowest trainable
+block, runs no backward pass at all), and the optimizer never changes them. The second part does
+not follow from the first. torch optimizers skip a parameter only when its ``.grad`` is ``None``;
+they never look at ``requires_grad``. A frozen parameter that still carries a gradient tensor
+(a stale one, or zeros left by ``zero_grad(set_to_none=False)``) is updated like any other: AdamW
+shrinks it by its decoupled weight decay (``θ *= 1 − γλ``) and moves it along its momentum. So
+here freezing also drops the gradient (``grad = None``), and the optimizer is built from the
+trainable parameters only (:func:`trainable_param_groups`, or ``decay_param_groups``, which
+filters ``requires_grad``).
+
+Gradual unfreezing (Howard & Ruder 2018, "Universal Language Model Fine-tuning for Text
+Classification", ULMFiT, arXiv:1801.06146, "Target task classifier fine-tuning"): start with
+everything but the head frozen, then unfreeze one layer at a time from the top (the least general
+layer) down to the embeddings. :class:`GradualUnfreezing` does it as a callback of :func:`ftcourse.train.train`.
+
+Layers are found with :func:`ftcourse.models.encoder_layers` and :func:`ftcourse.models.embeddings`,
+so all the families of :data:`ftcourse.models.SUPPORTED_FAMILIES` work.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from .models import embedding_extras, encoder_layers
+from .models import embeddings as embeddings_module
+from .param_groups import decay_param_groups, is_no_decay
+
+__all__ = [
+    "freeze_bottom_layers",
+    "unfreeze_layers",
+    "unfreeze_all",
+    "count_parameters",
+    "trainable_parameters",
+    "trainable_param_groups",
+    "all_param_groups",
+    "frozen_parameters_in",
+    "GradualUnfreezing",
+]
+
+
+def _names_by_param(model: nn.Module) -> dict[int, str]:
+    return {id(p): name for name, p in model.named_parameters()}
+
+
+def _set_requires_grad(model: nn.Module, modules: Iterable[nn.Module], requires_grad: bool) -> list[str]:
+    """Set ``requires_grad`` on every parameter of ``modules``; return the names (in ``model``) of
+    those that changed, in ``model.named_parameters()`` order."""
+    changed = set()
+    for module in modules:
+        for p in module.parameters():
+            if p.requires_grad != requires_grad:
+                p.requires_grad_(requires_grad)
+                changed.add(id(p))
+            if not requires_grad:
+                # The optimizer skips a parameter only when its grad is None (see module docstring).
+                p.grad = None
+    return [name for name, p in model.named_parameters() if id(p) in changed]
+
+
+def _embedding_modules(model: nn.Module) -> list[nn.Module]:
+    return [embeddings_module(model), *embedding_extras(model)]
+
+
+def _check_layer_count(n, num_layers: int) -> None:
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int in [0, {num_layers}] (the model has {num_layers} layers), got {n!r}")
+    if not 0 <= n <= num_layers:
+        raise ValueError(f"n must be in [0, {num_layers}] (the model has {num_layers} layers), got {n}")
+
+
+def freeze_bottom_layers(model: nn.Module, n: int, embeddings: bool = True) -> list[str]:
+    """Freeze the embeddings (if ``embeddings``) and the bottom ``n`` transformer blocks of ``model``.
+
+    Follows the layer freezing studied for BERT by Lee et al. 2019 ("What Would Elsa Do? Freezing
+    Layers During Transformer Fine-Tuning", arXiv:1911.03090): the lowest layers are the most
+    general, so they are the ones kept fixed. The classification head (and pooler) stay trainable.
+
+    Frozen parameters get ``requires_grad=False`` and ``grad=None``, so a torch optimizer that
+    holds them skips them too (it skips only ``grad is None``). Other parameters are left as they
+    are: this function never unfreezes anything (use :func:`unfreeze_all` first to reset).
+
+    Args:
+        model: a classification model of a supported family (``ftcourse.models``).
+        n: number of blocks to freeze, from the bottom, in ``[0, number of layers]``.
+        embeddings: also freeze the embedding module (word, position, token-type, its LayerNorm)
+            and what belongs with it (``ftcourse.models.embedding_extras``: ELECTRA's projection,
+            DeBERTa-v2's relative-position embeddings).
+
+    Returns:
+        The names (as in ``model.named_parameters()``) of the parameters this call froze, in model
+        order; parameters that were already frozen are not listed.
+
+    Raises:
+        ValueError: ``n`` is outside ``[0, number of layers]``. TypeError: ``n`` is not an int, or
+        ``model`` is not of a supported family.
+    """
+    layers = encoder_layers(model)
+    _check_layer_count(n, len(layers))
+    modules = (_embedding_modules(model) if embeddings else []) + list(layers[:n])
+    return _set_requires_grad(model, modules, False)
+
+
+def unfreeze_layers(model: nn.Module, layer_indices: Iterable[int], embeddings: bool = False) -> list[str]:
+    """Make the blocks ``layer_indices`` (0 = bottom) and, if ``embeddings``, the embeddings trainable.
+
+    Returns the names of the parameters that were frozen and now are not. Raises ValueError for an
+    index outside ``[0, number of layers - 1]`` (negative indices are refused, not wrapped: a typo
+    must not unfreeze the top block).
+    """
+    layers = encoder_layers(model)
+    indices = list(layer_indices)
+    bad = [i for i in indices if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(layers)]
+    if bad:
+        raise ValueError(f"layer_indices must be ints in [0, {len(layers) - 1}] (the model has {len(layers)} layers), got {bad}")
+    modules = (_embedding_modules(model) if embeddings else []) + [layers[i] for i in indices]
+    return _set_requires_grad(model, modules, True)
+
+
+def unfreeze_all(model: nn.Module) -> list[str]:
+    """Make every parameter of ``model`` trainable; return the names of those that were frozen."""
+    return _set_requires_grad(model, [model], True)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    """Number of scalar parameters of ``model`` (shared tensors counted once); with
+    ``trainable_only`` only those with ``requires_grad``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters with ``requires_grad``, in model order: what a plain optimizer should get
+    (``torch.optim.AdamW(trainable_parameters(model))``)."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def trainable_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Decayed / undecayed parameter groups (``ftcourse.param_groups.decay_param_groups``) of the
+    trainable parameters only. Raises ValueError when nothing is trainable (an optimizer with no
+    parameters would train nothing)."""
+    groups = decay_param_groups(model, weight_decay)
+    if not groups:
+        raise ValueError("model has no trainable parameter: every parameter has requires_grad=False")
+    return groups
+
+
+def all_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Decayed / undecayed parameter groups of *every* parameter, frozen ones included.
+
+    Only for :class:`GradualUnfreezing`, whose frozen parameters must be in the optimizer from the
+    start (see its docstring). Frozen parameters there must keep ``grad=None``.
+    """
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (no_decay if is_no_decay(name, param) else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def frozen_parameters_in(optimizer: torch.optim.Optimizer) -> list[nn.Parameter]:
+    """The parameters of ``optimizer`` that have ``requires_grad=False`` (should be ``[]`` unless
+    :class:`GradualUnfreezing` is used)."""
+    return [p for group in optimizer.param_groups for p in group["params"] if not p.requires_grad]
+
+
+class GradualUnfreezing:
+    """Gradual unfreezing (Howard & Ruder 2018, ULMFiT, arXiv:1801.06146) as a training-loop callback.
+
+    At the start of training the embeddings and every transformer block are frozen; the head
+    (ULMFiT's first unfrozen "last layer") stays trainable. Then, at the end of the optimizer steps
+    given by the schedule, the next unit from the top is unfrozen: the top block first, then the one below, ...,
+    the bottom block, and last the embeddings (if ``unfreeze_embeddings``; else they stay frozen
+    throughout, a common choice for small data). ULMFiT unfreezes one layer per epoch: pass
+    ``every_steps=steps_per_epoch``.
+
+    Schedule: exactly one of
+      * ``every_steps=k``: unfreeze the next unit after steps k, 2k, 3k, ...;
+      * ``unfreeze_at_steps=[s1, s2, ...]``: unfreeze the i-th unit after step s_i (strictly
+        increasing positive ints; at most one per unit; units never reached stay frozen).
+
+    Design choice, why the optimizer must hold the frozen parameters from the start: the
+    alternative, ``optimizer.add_param_group`` when a layer unfreezes, breaks the learning-rate
+    schedule. ``LambdaLR`` (every ``ftcourse.schedules`` schedule, transformers' schedules) fixes
+    its list of groups and base lrs when it is built; after a new group appears, torch 2.13's
+    ``scheduler.step()`` raises (older torch left the new group silently at its initial lr). Keeping
+    all parameters in the optimizer (``all_param_groups``) costs nothing: a frozen parameter's
+    gradient stays ``None``, and torch's optimizers skip such a parameter completely (no weight
+    decay, no moments, no step count), so when it unfreezes AdamW starts its bias correction at
+    t = 1 for it, as for a fresh parameter. The one risk is a frozen parameter with a zero (not
+    None) gradient, which AdamW's weight decay would still move; this callback freezes with
+    ``grad = None``, and the course's loop zeroes with ``set_to_none=True``. ``on_train_begin``
+    raises ValueError if a parameter this callback will unfreeze is missing from the optimizer.
+
+    ``events`` lists what was unfrozen when: ``{"step", "unit", "parameters"}`` dicts, ``unit``
+    being ``"layer i"`` or ``"embeddings"``.
+    """
+
+    def __init__(self, model: nn.Module, every_steps: int | None = None,
+                 unfreeze_at_steps: Sequence[int] | None = None, unfreeze_embeddings: bool = True):
+        self.model = model
+        num_layers = len(encoder_layers(model))
+        # Top block first: the most task-specific representations adapt before the general ones.
+        self.units: list[str | int] = list(range(num_layers - 1, -1, -1))
+        if unfreeze_embeddings:
+            self.units.append("embeddings")
+        if (every_steps is None) == (unfreeze_at_steps is None):
+            raise ValueError("give exactly one of every_steps (int >= 1) or unfreeze_at_steps (increasing ints >= 1)")
+        if every_steps is not None:
+            if isinstance(every_steps, bool) or not isinstance(every_steps, int) or every_steps < 1:
+                raise ValueError(f"every_steps must be an int >= 1, got {every_steps!r}")
+            steps = [every_steps * (i + 1) for i in range(len(self.units))]
+        else:
+            steps = list(unfreeze_at_steps)
+            if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in steps) or any(
+                    b <= a for a, b in zip(steps, steps[1:])):
+                raise ValueError(f"unfreeze_at_steps must be strictly increasing ints >= 1, got {steps!r}")
+            if len(steps) > len(self.units):
+                raise ValueError(f"unfreeze_at_steps has {len(steps)} entries but there are only {len(self.units)} units "
+                                 f"to unfreeze ({num_layers} layers{' and the embeddings' if unfreeze_embeddings else ''})")
+        self.schedule: dict[int, str | int] = dict(zip(steps, self.units))
+        self.events: list[dict] = []
+
+    @staticmethod
+    def _unit_name(unit) -> str:
+        return unit if unit == "embeddings" else f"layer {unit}"
+
+    def _unit_parameters(self, unit) -> list[nn.Parameter]:
+        modules = _embedding_modules(self.model) if unit == "embeddings" else [encoder_layers(self.model)[unit]]
+        return [p for module in modules for p in module.parameters()]
+
+    def on_train_begin(self, state) -> None:
+        freeze_bottom_layers(self.model, len(encoder_layers(self.model)), embeddings=True)
+        in_optimizer = {id(p) for group in state.optimizer.param_groups for p in group["params"]}
+        names = _names_by_param(self.model)
+        missing = [names[id(p)] for unit in self.schedule.values() for p in self._unit_parameters(unit)
+                   if id(p) not in in_optimizer]
+        if missing:
+            raise ValueError(
+                f"GradualUnfreezing: {len(missing)} parameters it will unfreeze are not in the optimizer "
+                f"(e.g. {missing[0]!r}). Build the optimizer from all parameters, frozen ones included, e.g. "
+                "torch.optim.AdamW(all_param_groups(model, weight_decay)), so that the lr schedule covers them."
+            )
+
+    def on_step_end(self, state) -> None:
+        unit = self.schedule.get(state.step)
+        if unit is None:
+            return
+        if unit == "embeddings":
+            names = unfreeze_layers(self.model, [], embeddings=True)
+        else:
+            names = unfreeze_layers(self.model, [unit])
+        self.events.append({"step": state.step, "unit": self._unit_name(unit), "parameters": len(names)})
