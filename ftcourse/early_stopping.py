@@ -1,35 +1,54 @@
 """Early stopping with restoration of the best weights.
 
-Semantics (cf. Keras/Lightning ``EarlyStopping`` and HF ``EarlyStoppingCallback``):
-``step(metric, model)`` is called after every evaluation and returns True when training should
-stop: after ``patience`` consecutive evaluations without improvement, where improvement means
-``metric > best + min_delta`` (mode "max") or ``metric < best - min_delta`` (mode "min"). A
-non-finite metric stops at once. Unlike Lightning (which does not restore) and like HF's
-``load_best_model_at_end``, the weights of the best evaluation are kept and
-``restore_best(model)`` loads them back. ``patience=None`` never stops: best-checkpoint selection.
+Reference: Prechelt, "Early Stopping -- But When?" (1998), the "stop after ``patience``
+evaluations without progress" rule; the same rule as Keras/Lightning ``EarlyStopping`` and HF
+``EarlyStoppingCallback``. ``step(metric, model)`` is called after every evaluation and returns
+True when training should stop: after ``patience`` consecutive evaluations without improvement,
+where improvement means ``metric > best + min_delta`` (mode "max") or ``metric < best - min_delta``
+(mode "min"). A non-finite metric stops at once, with a warning. Unlike Lightning (which does not
+restore) and like HF's ``load_best_model_at_end``, the weights of the best evaluation are kept (a
+CPU copy, or a file) and ``restore_best(model)`` loads exactly them back. ``patience=None`` never
+stops: best-checkpoint selection.
 """
 from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import torch
 from torch import nn
 
+MONITORED = {"accuracy": "max", "loss": "min"}  # the metrics ftcourse.train.evaluate returns
+
 
 class EarlyStopping:
-    def __init__(self, patience: int | None, min_delta: float = 0.0, mode: str = "max", checkpoint_path: str | os.PathLike | None = None, verbose: bool = True):
-        if patience is not None and (not isinstance(patience, int) or patience < 1):
+    """Watch one validation metric; say when to stop; keep the best weights.
+
+    ``patience``: evaluations (not epochs, not steps) without improvement before stopping; None
+    never stops (best-checkpoint selection only). ``min_delta``: an absolute margin the metric
+    must beat the best by. ``mode``: "max" (accuracy) or "min" (loss). ``checkpoint_path``: keep
+    the best weights in this file instead of in memory (large models). ``verbose``: print the
+    reason when patience runs out (a non-finite metric always warns).
+
+    Attributes: ``best_score``, ``best_index`` (0-based evaluation), ``bad_evaluations``,
+    ``n_evaluations``, ``stopped_reason`` (None while training may go on).
+    """
+
+    def __init__(self, patience: int | None, min_delta: float = 0.0, mode: str = "max",
+                 checkpoint_path: str | os.PathLike | None = None, verbose: bool = True):
+        # bool is an int subclass: patience=True would silently mean 1
+        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
             raise ValueError(f"patience must be an int >= 1 (or None to never stop), got {patience!r}")
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
-        if min_delta < 0:
-            raise ValueError(f"min_delta must be >= 0, got {min_delta}")
-        self.patience, self.min_delta, self.mode = patience, min_delta, mode
+        if not (isinstance(min_delta, (int, float)) and math.isfinite(min_delta) and min_delta >= 0):
+            raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
+        self.patience, self.min_delta, self.mode = patience, float(min_delta), mode
         self.checkpoint_path = checkpoint_path
         self.verbose = verbose
         self.best_score: float | None = None
-        self.best_index: int | None = None  # which evaluation (0-based) was best
+        self.best_index: int | None = None
         self.bad_evaluations = 0
         self.n_evaluations = 0
         self.stopped_reason: str | None = None
@@ -43,13 +62,13 @@ class EarlyStopping:
         return metric < self.best_score - self.min_delta
 
     def step(self, metric: float, model: nn.Module) -> bool:
-        """Record one evaluation; True when training should stop."""
+        """Record one evaluation of ``model``; True when training should stop."""
         metric = float(metric)
         self.n_evaluations += 1
         if not math.isfinite(metric):
-            self.stopped_reason = f"the monitored metric is {metric} (not finite)"
-            if self.verbose:
-                print(f"[EarlyStopping] stopping: {self.stopped_reason}.")
+            # A diverged run: waiting `patience` more evaluations only burns compute.
+            self.stopped_reason = f"the monitored metric is {metric} (not finite) at evaluation {self.n_evaluations - 1}"
+            warnings.warn(f"EarlyStopping: stopping: {self.stopped_reason}", RuntimeWarning, stacklevel=2)
             return True
         if self.is_improvement(metric):
             self.best_score, self.best_index, self.bad_evaluations = metric, self.n_evaluations - 1, 0
@@ -64,6 +83,7 @@ class EarlyStopping:
         return False
 
     def _save(self, model: nn.Module) -> None:
+        # copy=True: a CPU model's state_dict shares storage with the live weights
         state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         if self.checkpoint_path is not None:
             torch.save(state, self.checkpoint_path)
@@ -74,8 +94,8 @@ class EarlyStopping:
     def restore_best(self, model: nn.Module) -> nn.Module:
         """Load the weights of the best evaluation into ``model`` (exactly; returns the model)."""
         if self.best_score is None:
-            raise RuntimeError("restore_best: no evaluation has been recorded yet")
-        state = self._best_state if self._best_state is not None else torch.load(self.checkpoint_path, weights_only=True)
+            raise RuntimeError("restore_best: no finite evaluation has been recorded yet")
+        state = self._best_state if self._best_state is not None else torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
         return model
 
@@ -86,6 +106,11 @@ class EarlyStoppingCallback:
     told to, and restores the best weights at the end (``restore=True``)."""
 
     def __init__(self, early_stopping: EarlyStopping, metric: str = "accuracy", restore: bool = True):
+        if metric not in MONITORED:
+            raise ValueError(f"metric must be one of {', '.join(map(repr, MONITORED))}, got {metric!r}")
+        if early_stopping.mode != MONITORED[metric]:
+            # mode "max" on the loss would keep the worst checkpoint without any error
+            raise ValueError(f"metric {metric!r} needs EarlyStopping(mode={MONITORED[metric]!r}), got mode={early_stopping.mode!r}")
         self.early_stopping, self.metric, self.restore = early_stopping, metric, restore
 
     def on_evaluate(self, state, metrics: dict) -> None:
