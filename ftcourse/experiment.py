@@ -72,6 +72,7 @@ def fine_tune(
     evals_per_epoch: int | None = None,
     callbacks: Callable | None = None,
     select: str = "final",
+    early_stopping_patience: int | None = None,
     keep_model: bool = False,
     progress: bool = True,
     device: str | torch.device | None = None,
@@ -83,6 +84,8 @@ def fine_tune(
     ``optimizer(groups, lr, device) -> Optimizer``: default fused ``torch.optim.AdamW``.
     ``callbacks(model, optimizer, total_steps) -> list``: extra loop callbacks (SWA, ...).
     ``select``: ``"final"`` weights or the ``"best"`` validation checkpoint.
+    ``early_stopping_patience``: stop after this many evaluations without a better validation
+    accuracy (``ftcourse.early_stopping``); None trains every step.
     ``amp``: True uses the profile's mode; or a mode of ``ftcourse.amp``.
     """
     if select not in ("final", "best"):
@@ -112,9 +115,9 @@ def fine_tune(
     total_steps = steps_per_epoch * epochs
     scheduler = make_schedule(schedule, opt, round(warmup_ratio * total_steps), total_steps, **(schedule_kwargs or {}))
     extra = list(callbacks(model, opt, total_steps)) if callbacks is not None else []
-    tracker = EarlyStopping(patience=None, mode="max", verbose=False)
-    if select == "best":
-        extra.append(EarlyStoppingCallback(tracker, metric="accuracy", restore=True))
+    tracker = EarlyStopping(patience=early_stopping_patience, mode="max", verbose=False)
+    if select == "best" or early_stopping_patience is not None:
+        extra.append(EarlyStoppingCallback(tracker, metric="accuracy", restore=select == "best"))
 
     history = train(
         model, train_loader, opt, scheduler=scheduler, epochs=epochs, eval_loader=val_loader,
@@ -129,7 +132,7 @@ def fine_tune(
     row = {
         "seed": seed, "test_accuracy": test["accuracy"], "test_loss": test["loss"],
         "val_accuracy": val["accuracy"], "best_val_accuracy": evals["val_accuracy"].max() if len(evals) else float("nan"),
-        "steps": len(history.steps), "train_time_s": history.train_time_s,
+        "steps": len(history.steps), "stopped_early": history.stopped_early, "train_time_s": history.train_time_s,
         "samples_per_s": sum(r["items"] for r in history.steps) / history.train_time_s,
         "peak_memory_mb": history.peak_memory_mb, "eval_time_s": time.perf_counter() - t0,
     }
