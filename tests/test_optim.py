@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from ftcourse.optim import LAMB, LARS, SGD, Adam, AdamW, RMSprop
+from ftcourse.optim import LAMB, LARS, SGD, Adam, AdamW, RMSprop, _common
 
 DT = torch.float64
 STEPS = 6
@@ -456,3 +456,34 @@ def test_error_message_names_argument_and_range():
     with pytest.raises(ValueError) as err:
         Adam([nn.Parameter(torch.zeros(1))], lr=-1)
     assert str(err.value) == "Invalid learning rate: -1 (lr must be >= 0)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Chunked foreach (CPU): the same numbers whatever the chunk size
+# ---------------------------------------------------------------------------------------------
+def test_foreach_chunks_splits_by_numel_and_dtype():
+    ts = [torch.zeros(3), torch.zeros(3), torch.zeros(10), torch.zeros(2, dtype=DT), torch.zeros(1)]
+    assert _common.foreach_chunks(ts, max_numel=6) == [[0, 1], [2], [4], [3]]
+    assert _common.foreach_chunks(ts, max_numel=100) == [[0, 1, 2, 4], [3]]
+
+
+CHUNKED_CASES = {
+    "SGD": (SGD, lambda p, **kw: torch.optim.SGD(p, foreach=False, **kw), dict(lr=LR, momentum=0.9, weight_decay=0.1)),
+    "RMSprop": (RMSprop, lambda p, **kw: torch.optim.RMSprop(p, foreach=False, **kw),
+                dict(lr=0.01, momentum=0.9, centered=True)),
+    "AdamW": (AdamW, lambda p, **kw: torch.optim.AdamW(p, foreach=False, **kw), dict(lr=0.01, amsgrad=True)),
+    "LARS": (LARS, lambda p, **kw: RefLARS(p, **{**dict(dampening=0.0, nesterov=False, trust_coefficient=0.001,
+                                                      eps=1e-8, trust_clip=False), **kw}),
+             dict(lr=0.5, momentum=0.9, weight_decay=0.1)),
+    "LAMB": (LAMB, lambda p, **kw: RefLAMB(p, **{**dict(betas=(0.9, 0.999), eps=1e-6), **kw}),
+             dict(lr=0.01, weight_decay=0.1)),
+}
+
+
+@pytest.mark.parametrize("name", list(CHUNKED_CASES))
+def test_small_foreach_chunks_give_the_same_updates(name, monkeypatch):
+    """With chunks of at most 7 elements every tensor is updated in its own (or a shared) chunk."""
+    monkeypatch.setattr(_common, "CPU_CHUNK_NUMEL", 7)
+    ours_cls, ref, kw = CHUNKED_CASES[name]
+    run_parity(lambda p: ours_cls(make_groups(p, lr=kw["lr"]), **kw),
+               lambda p: ref(make_groups(p, lr=kw["lr"]), **kw), scale=1.0)

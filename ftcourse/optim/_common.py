@@ -64,3 +64,36 @@ def group_by_device_dtype(params: Iterable[Tensor]) -> dict[tuple, list[int]]:
         groups[(p.device, p.dtype)].append(i)
     return dict(groups)
 
+
+# On CPU, one _foreach_* op over the whole model streams every tensor through memory once per op:
+# a per-tensor loop (torch's default on CPU) runs all the ops of the update on a tensor while it is
+# still in cache. Chunks of about this many elements get both: few Python-level calls for the many
+# small tensors (biases, LayerNorm) and cache-sized work for the big ones (MiniLM: 103 tensors ->
+# 45 chunks, about 1.2x faster than whole-list foreach for SGD).
+CPU_CHUNK_NUMEL = 2**18
+
+
+def foreach_chunks(params: Sequence[Tensor], max_numel: int | None = None) -> list[list[int]]:
+    """Indices of ``params`` in lists for ``torch._foreach_*``: one (device, dtype) per list and, on
+    CPU, consecutive tensors of at most ``max_numel`` (default ``CPU_CHUNK_NUMEL``) elements in all (a
+    bigger tensor goes alone). Other devices get one list per (device, dtype): there, fewer kernel
+    launches matter most."""
+    if max_numel is None:
+        max_numel = CPU_CHUNK_NUMEL
+    chunks = []
+    for (device, _), idx in group_by_device_dtype(params).items():
+        if device.type != "cpu":
+            chunks.append(idx)
+            continue
+        current, numel = [], 0
+        for i in idx:
+            n = params[i].numel()
+            if current and numel + n > max_numel:
+                chunks.append(current)
+                current, numel = [], 0
+            current.append(i)
+            numel += n
+        if current:
+            chunks.append(current)
+    return chunks
+

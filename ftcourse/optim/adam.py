@@ -6,7 +6,7 @@ import math
 import torch
 from torch.optim import Optimizer
 
-from ._common import check_betas, check_eps, check_lr, check_weight_decay, group_by_device_dtype, params_with_grad
+from ._common import check_betas, check_eps, check_lr, check_weight_decay, foreach_chunks, params_with_grad
 
 __all__ = ["Adam", "AdamW"]
 
@@ -42,7 +42,8 @@ class Adam(Optimizer):
     3.2× at t = 100 and still 1.26× at t = 1000; Zhang et al. 2021, "Revisiting Few-sample BERT Fine-tuning"
     (arXiv:2006.05987) show these large early updates make few-sample fine-tuning unstable.
 
-    Vectorised with ``torch._foreach_*`` per (device, dtype). Parameters whose ``.grad`` is None
+    Vectorised with ``torch._foreach_*`` per (device, dtype) and, on CPU,
+    cache-sized chunks. Parameters whose ``.grad`` is None
     are skipped entirely (no decay, no state, no step count). State per parameter: ``step`` (an
     int), ``exp_avg`` (m), ``exp_avg_sq`` (v) and, with amsgrad, ``max_exp_avg_sq`` (v_max).
 
@@ -78,7 +79,7 @@ class Adam(Optimizer):
 
         for group in self.param_groups:
             params = params_with_grad(group, type(self).__name__)
-            for idx in group_by_device_dtype(params).values():
+            for idx in foreach_chunks(params):
                 self._update(group, [params[i] for i in idx])
         return loss
 

@@ -6,7 +6,7 @@ import math
 import torch
 from torch.optim import Optimizer
 
-from ._common import check_betas, check_eps, check_lr, check_weight_decay, group_by_device_dtype, params_with_grad
+from ._common import check_betas, check_eps, check_lr, check_weight_decay, foreach_chunks, params_with_grad
 
 __all__ = ["LAMB"]
 
@@ -36,7 +36,8 @@ class LAMB(Optimizer):
         θ = θ − γ·u
 
     Groups with ``weight_decay == 0`` (biases, LayerNorm weights) get the plain Adam update, with no
-    trust ratio. Vectorised with ``torch._foreach_*`` per (device, dtype); the norms come from
+    trust ratio. Vectorised with ``torch._foreach_*`` per (device, dtype) and, on CPU,
+    cache-sized chunks; the norms come from
     ``torch._foreach_norm``. Parameters whose ``.grad`` is None are skipped entirely (no decay, no
     state). State: ``exp_avg`` (m) and ``exp_avg_sq`` (v) per parameter; ``step`` (an int) in the
     parameter group, so ``state_dict()`` saves it with the group.
@@ -69,7 +70,7 @@ class LAMB(Optimizer):
         for group in self.param_groups:
             group["step"] = group.get("step", 0) + 1
             params = params_with_grad(group, "LAMB")
-            for idx in group_by_device_dtype(params).values():
+            for idx in foreach_chunks(params):
                 self._update(group, [params[i] for i in idx])
         return loss
 

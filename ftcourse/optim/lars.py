@@ -5,7 +5,7 @@ import torch
 from torch.optim import Optimizer
 
 from ._common import (
-    check_arg, check_eps, check_lr, check_momentum, check_weight_decay, group_by_device_dtype, params_with_grad,
+    check_arg, check_eps, check_lr, check_momentum, check_weight_decay, foreach_chunks, params_with_grad,
 )
 
 __all__ = ["LARS"]
@@ -34,7 +34,8 @@ class LARS(Optimizer):
         θ = θ − γ·g
 
     Groups with ``weight_decay == 0`` (put biases and LayerNorm weights there) get plain SGD.
-    Vectorised with ``torch._foreach_*`` per (device, dtype); the norms come from
+    Vectorised with ``torch._foreach_*`` per (device, dtype) and, on CPU,
+    cache-sized chunks; the norms come from
     ``torch._foreach_norm``. Parameters whose ``.grad`` is None are skipped entirely. State per
     parameter: ``{"momentum_buffer": b}`` when ``μ != 0``, else none.
 
@@ -80,7 +81,7 @@ class LARS(Optimizer):
             params = params_with_grad(group, "LARS")
             lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
             weight_decay, nesterov = group["weight_decay"], group["nesterov"]
-            for idx in group_by_device_dtype(params).values():
+            for idx in foreach_chunks(params):
                 ps = [params[i] for i in idx]
                 grads = [p.grad for p in ps]
                 if weight_decay != 0:

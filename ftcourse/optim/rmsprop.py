@@ -5,7 +5,7 @@ import torch
 from torch.optim import Optimizer
 
 from ._common import (
-    check_arg, check_eps, check_lr, check_momentum, check_weight_decay, group_by_device_dtype, params_with_grad,
+    check_arg, check_eps, check_lr, check_momentum, check_weight_decay, foreach_chunks, params_with_grad,
 )
 
 __all__ = ["RMSprop"]
@@ -35,7 +35,8 @@ class RMSprop(Optimizer):
         else:
             θ = θ − γ·g/avg
 
-    Vectorised with ``torch._foreach_*`` per (device, dtype). Parameters whose ``.grad`` is None
+    Vectorised with ``torch._foreach_*`` per (device, dtype) and, on CPU,
+    cache-sized chunks. Parameters whose ``.grad`` is None
     are skipped entirely. State per parameter: ``step`` (an int), ``square_avg`` (v), and
     ``momentum_buffer`` (b, if μ > 0) and ``grad_avg`` (ḡ, if centered), as torch's.
 
@@ -72,7 +73,7 @@ class RMSprop(Optimizer):
             params = params_with_grad(group, "RMSprop")
             lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
             weight_decay, momentum, centered = group["weight_decay"], group["momentum"], group["centered"]
-            for idx in group_by_device_dtype(params).values():
+            for idx in foreach_chunks(params):
                 ps = [params[i] for i in idx]
                 states = [self._init_state(p, momentum, centered) for p in ps]
                 grads = [p.grad for p in ps]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch.optim import Optimizer
 
-from ._common import check_lr, check_momentum, check_weight_decay, group_by_device_dtype, params_with_grad
+from ._common import check_lr, check_momentum, check_weight_decay, foreach_chunks, params_with_grad
 
 __all__ = ["SGD"]
 
@@ -27,7 +27,8 @@ class SGD(Optimizer):
             g = g + μ·b if nesterov else b
         θ = θ − γ·g
 
-    The step is vectorised with ``torch._foreach_*`` over the tensors of each (device, dtype).
+    The step is vectorised with ``torch._foreach_*`` over the tensors of each (device, dtype),
+    in cache-sized chunks on CPU (see ``_common.foreach_chunks``).
     Parameters whose ``.grad`` is None are skipped entirely (no decay, no state). The state of a
     parameter is ``{"momentum_buffer": b}`` when ``μ != 0`` and empty otherwise, as torch's.
 
@@ -66,7 +67,7 @@ class SGD(Optimizer):
             params = params_with_grad(group, "SGD")
             lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
             weight_decay, nesterov = group["weight_decay"], group["nesterov"]
-            for idx in group_by_device_dtype(params).values():
+            for idx in foreach_chunks(params):
                 ps = [params[i] for i in idx]
                 grads = [p.grad for p in ps]
                 if weight_decay != 0:
