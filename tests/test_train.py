@@ -1,0 +1,108 @@
+import math
+
+import pytest
+import torch
+from conftest import synthetic_batches, tiny_classifier
+
+from ftcourse.param_groups import decay_param_groups
+from ftcourse.train import Callback, History, evaluate, set_seed, train
+
+
+def _run(seed, steps_batches=None, dropout=0.1, **kwargs):
+    set_seed(seed)
+    model = tiny_classifier("bert", dropout=dropout)
+    batches = steps_batches or synthetic_batches(6)
+    optimizer = torch.optim.AdamW(decay_param_groups(model, 0.01), lr=1e-2)
+    history = train(model, batches, optimizer, progress=False, **kwargs)
+    return model, history
+
+
+def test_same_seed_bit_identical_losses():
+    # dropout on: the seed must also fix the dropout masks
+    _, a = _run(3, epochs=2)
+    _, b = _run(3, epochs=2)
+    _, c = _run(4, epochs=2)
+    assert [r["loss"] for r in a.steps] == [r["loss"] for r in b.steps]
+    assert [r["loss"] for r in a.steps] != [r["loss"] for r in c.steps]
+
+
+def test_loss_falls_on_tiny_model():
+    batches = synthetic_batches(8, seed=1)
+    set_seed(0)
+    model = tiny_classifier("bert")
+    before = evaluate(model, batches)
+    train(model, batches, torch.optim.AdamW(model.parameters(), lr=3e-3), epochs=15, progress=False)
+    after = evaluate(model, batches)
+    assert after["loss"] < 0.5 * before["loss"]
+    assert after["accuracy"] > 0.9
+
+
+def test_history_records_each_step_and_group_lrs():
+    set_seed(0)
+    model = tiny_classifier("bert")
+    groups = [{"params": list(model.bert.parameters()), "lr": 1e-3}, {"params": list(model.classifier.parameters()), "lr": 1e-2}]
+    optimizer = torch.optim.AdamW(groups)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 / (s + 1))
+    batches = synthetic_batches(5)
+    history = train(model, batches, optimizer, scheduler=scheduler, epochs=2, eval_loader=batches[:2], eval_every=3, progress=False)
+    assert isinstance(history, History)
+    assert [r["step"] for r in history.steps] == list(range(1, 11))
+    # the lrs logged are those the step used: the schedule's value before scheduler.step()
+    assert history.steps[0]["lr_0"] == pytest.approx(1e-3) and history.steps[0]["lr_1"] == pytest.approx(1e-2)
+    assert history.steps[2]["lr_1"] == pytest.approx(1e-2 / 3)
+    assert all(r["grad_norm"] > 0 and r["tokens_per_s"] > 0 and r["items"] == 8 for r in history.steps)
+    assert [e["step"] for e in history.evals] == [3, 6, 9, 10]
+    assert {"val_loss", "val_accuracy"} <= set(history.evals[0])
+    assert history.peak_memory_mb > 0 and history.train_time_s > 0
+
+
+def test_eval_every_none_evaluates_each_epoch():
+    _, history = _run(0, epochs=3, eval_loader=synthetic_batches(2))
+    assert [e["epoch"] for e in history.evals] == [0, 1, 2]
+
+
+def test_gradient_is_clipped_once_per_step():
+    seen = []
+
+    class Spy(torch.optim.SGD):
+        def step(self, closure=None):
+            seen.append(math.sqrt(sum(float(p.grad.pow(2).sum()) for g in self.param_groups for p in g["params"] if p.grad is not None)))
+            return super().step(closure)
+
+    set_seed(0)
+    model = tiny_classifier("bert")
+    history = train(model, synthetic_batches(4), Spy(model.parameters(), lr=0.1), max_grad_norm=1e-3, progress=False)
+    assert all(norm == pytest.approx(1e-3, rel=1e-4) for norm in seen)
+    assert all(r["grad_norm"] > 1e-3 for r in history.steps)  # the pre-clip norm is what is logged
+
+
+def test_callbacks_see_every_event_and_can_stop():
+    events = []
+
+    class Recorder(Callback):
+        def on_train_begin(self, state):
+            events.append("begin")
+
+        def on_step_end(self, state):
+            events.append(f"step{state.step}")
+            if state.step == 3:
+                state.should_stop = True
+
+        def on_evaluate(self, state, metrics):
+            events.append("eval")
+
+        def on_train_end(self, state):
+            events.append("end")
+
+    _, history = _run(0, epochs=5, eval_loader=synthetic_batches(1), eval_every=2, callbacks=[Recorder()])
+    assert events == ["begin", "step1", "step2", "eval", "step3", "end"]
+    assert history.stopped_early and len(history.steps) == 3
+
+
+def test_max_steps_and_bad_arguments():
+    _, history = _run(0, epochs=10, max_steps=4)
+    assert len(history.steps) == 4
+    with pytest.raises(ValueError, match="epochs"):
+        _run(0, epochs=0)
+    with pytest.raises(ValueError, match="eval_every"):
+        _run(0, eval_every=0)
