@@ -377,8 +377,7 @@ def test_lamb_matches_timm(weight_decay, scale):
     timm_optim = pytest.importorskip("timm.optim")
     groups = lambda p: make_groups(p, lr=0.01, group1={"weight_decay": 0.0})  # noqa: E731
     run_parity(lambda p: LAMB(groups(p), lr=0.01, weight_decay=weight_decay),
-               lambda p: timm_optim.Lamb(groups(p), lr=0.01, weight_decay=weight_decay, max_grad_norm=None,
-                                         foreach=False), scale)
+               lambda p: timm_optim.Lamb(groups(p), lr=0.01, weight_decay=weight_decay, max_grad_norm=None), scale)
 
 
 # ---------------------------------------------------------------------------------------------
