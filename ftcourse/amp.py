@@ -43,7 +43,9 @@ def _resolve(mode: str | None, device_type: str, verbose: bool) -> torch.dtype |
         if mode == "auto":
             return None  # CPU bf16 autocast is often slower than fp32: opt in with amp="bf16"
         if mode == "fp16":
-            return fallback("bf16", "fp16 autocast with loss scaling needs CUDA; CPU autocast runs bfloat16")
+            # torch can autocast to fp16 on CPU (with GradScaler("cpu")), but bf16 has fp32's
+            # exponent range and needs no loss scaling, so the course runs CPU mixed precision in bf16.
+            return fallback("bf16", "on CPU the course's mixed precision is bfloat16 (fp32's range, no loss scaling)")
         return torch.bfloat16
     if mode == "auto":
         return None

@@ -1,0 +1,156 @@
+"""Mixed precision on CPU: GradScaler("cpu") skips a step with an inf gradient (parameters
+unchanged, scale halved, scheduler not advanced, step recorded), modes resolve with printed
+fallbacks, and bf16 autocast really runs Linear in bfloat16.
+
+Reference: PyTorch AMP docs (torch.amp.GradScaler: a step with inf/nan gradients is skipped and the
+scale multiplied by backoff_factor=0.5; the scheduler must not step then) and REFERENCE.md.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from ftcourse.amp import MODES, Precision
+from ftcourse.train import Callback, train
+
+
+class InfGrad(torch.autograd.Function):
+    """Identity forward; backward returns an inf gradient when ``poison`` is set: an overflow
+    injected exactly where we want it."""
+
+    @staticmethod
+    def forward(ctx, x, poison):
+        ctx.poison = bool(poison.any())
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (torch.full_like(grad, float("inf")) if ctx.poison else grad), None
+
+
+class TinyClassifier(nn.Module):
+    """Takes the loop's dict batches; a batch with ``poison`` set overflows the weight's gradient."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(4, 3)
+
+    def forward(self, input_ids, poison):  # the loop counts tokens from input_ids
+        weight = InfGrad.apply(self.linear.weight, poison)
+        return SimpleNamespace(logits=nn.functional.linear(input_ids, weight, self.linear.bias))
+
+
+def batches(n: int, poisoned: set[int]) -> list[dict]:
+    g = torch.Generator().manual_seed(1)
+    return [{"input_ids": torch.randn(5, 4, generator=g), "poison": torch.tensor([i in poisoned] * 5),
+             "labels": torch.randint(0, 3, (5,), generator=g)} for i in range(n)]
+
+
+class Snapshots(Callback):
+    def __init__(self):
+        self.params = []
+
+    def on_step_end(self, state):
+        self.params.append([p.detach().clone() for p in state.model.parameters()])
+
+
+def test_overflow_skips_the_step_in_the_loop():
+    model = TinyClassifier()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 / (s + 1))  # a new lr every step
+    init_scale = 2.0**10
+    precision = Precision(None, "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=init_scale))
+    snapshots = Snapshots()
+    history = train(model, batches(4, poisoned={1}), optimizer, scheduler=scheduler, precision=precision,
+                    callbacks=[snapshots], device="cpu", progress=False)
+    steps = history.steps_frame()
+    assert steps["stepped"].tolist() == [True, False, True, True]
+    assert history.skipped_steps == 1
+    # skipped: the scale is halved and the parameters are exactly those of the step before
+    assert steps["loss_scale"].tolist() == [init_scale, init_scale / 2, init_scale / 2, init_scale / 2]
+    for before, after in zip(snapshots.params[0], snapshots.params[1]):
+        assert torch.equal(before, after)
+    for before, after in zip(snapshots.params[1], snapshots.params[2]):  # the next step moves again
+        assert not torch.equal(before, after)
+    # the scheduler did not advance on the skipped step: step 3 uses the lr step 2 would have used
+    assert steps["lr_0"].tolist() == pytest.approx([0.1, 0.1 / 2, 0.1 / 2, 0.1 / 3])
+    assert scheduler.last_epoch == 3
+
+
+def test_precision_step_unit():
+    model = nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    precision = Precision(None, "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=256.0))
+    before = [p.detach().clone() for p in model.parameters()]
+    precision.backward(model(torch.ones(2, 3)).sum())
+    model.weight.grad[0, 0] = float("inf")
+    precision.unscale_(optimizer)
+    assert precision.step(optimizer) is False
+    assert precision.loss_scale == 128.0 and precision.skipped_steps == 1
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    optimizer.zero_grad()
+    precision.backward(model(torch.ones(2, 3)).sum())
+    precision.unscale_(optimizer)
+    assert precision.step(optimizer) is True and precision.skipped_steps == 1
+    assert not torch.equal(before[0], model.weight)
+
+
+def test_unscale_before_clipping_gives_true_gradient_units():
+    model = nn.Linear(3, 1, bias=False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    precision = Precision(None, "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=1024.0))
+    x = torch.ones(1, 3)
+    precision.backward(model(x).sum())  # d/dw sum(w.x) = x: norm sqrt(3) unscaled
+    assert model.weight.grad.norm().item() == pytest.approx(1024 * 3**0.5)
+    precision.unscale_(optimizer)
+    assert model.weight.grad.norm().item() == pytest.approx(3**0.5)
+
+
+def test_fp16_on_cpu_falls_back_to_bf16_with_a_message(capsys):
+    p = Precision("fp16", "cpu")
+    assert p.dtype == torch.bfloat16 and p.scaler is None and p.name == "bf16"
+    out = capsys.readouterr().out
+    assert "using bf16 instead of fp16" in out
+
+
+def test_other_fallbacks_and_plain_modes(capsys):
+    assert Precision("bf16", "mps").dtype is None
+    assert "using fp32 instead of bf16" in capsys.readouterr().out
+    for mode in (None, "fp32"):
+        p = Precision(mode, "cpu")
+        assert p.dtype is None and p.scaler is None and p.loss_scale is None
+    assert Precision("bf16", "cpu").dtype == torch.bfloat16
+    assert capsys.readouterr().out == ""  # honoured requests print nothing
+
+
+@pytest.mark.parametrize("bad", ["fp8", "float16", "FP16", True, 16])
+def test_invalid_mode_lists_the_modes(bad):
+    with pytest.raises(ValueError, match=r"amp must be one of None, 'fp32', 'fp16', 'bf16', 'auto'"):
+        Precision(bad, "cpu")
+    assert MODES == (None, "fp32", "fp16", "bf16", "auto")
+
+
+def test_bf16_autocast_on_cpu_runs_linear_in_bfloat16():
+    linear = nn.Linear(8, 4)
+    x = torch.randn(2, 8)
+    with Precision("bf16", "cpu").autocast():
+        y = linear(x)
+        loss = nn.functional.cross_entropy(y, torch.tensor([0, 1]))
+    assert linear.weight.dtype == torch.float32  # the master weights stay fp32
+    assert y.dtype == torch.bfloat16
+    assert loss.dtype == torch.float32  # cross-entropy is on autocast's fp32 list
+    with Precision("fp32", "cpu").autocast():
+        assert linear(x).dtype == torch.float32
+
+
+def test_bf16_loop_runs_and_keeps_fp32_weights():
+    model = TinyClassifier()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    history = train(model, batches(3, poisoned=set()), optimizer, precision="bf16", device="cpu", progress=False)
+    assert len(history.steps) == 3 and history.skipped_steps == 0
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert "loss_scale" not in history.steps_frame()  # bf16 needs no scaler
