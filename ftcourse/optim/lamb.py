@@ -86,19 +86,22 @@ class LAMB(Optimizer):
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
 
+        # u = (m/(1 − β1^t)) / (sqrt(v)/c + ε) with c = sqrt(1 − β2^t) is computed as u = scale·d,
+        # d = m/(sqrt(v) + ε·c), scale = c/(1 − β1^t): the same numbers, two passes less.
+        c = math.sqrt(1 - beta2**t)
+        scale = c / (1 - beta1**t)
         denom = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_div_(denom, math.sqrt(1 - beta2**t))
-        torch._foreach_add_(denom, eps)
-        update = torch._foreach_div(exp_avgs, 1 - beta1**t)
-        torch._foreach_div_(update, denom)
+        torch._foreach_add_(denom, eps * c)
+        d = torch._foreach_div(exp_avgs, denom)
 
         if weight_decay != 0:
-            torch._foreach_add_(update, ps, alpha=weight_decay)
+            torch._foreach_add_(d, ps, alpha=weight_decay / scale)  # u + λθ = scale·(d + (λ/scale)·θ)
             w_norm = torch.stack(torch._foreach_norm(ps))
-            u_norm = torch.stack(torch._foreach_norm(update))
+            u_norm = torch.stack(torch._foreach_norm(d)) * scale
             trust = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm))
-            torch._foreach_mul_(update, list(trust.unbind()))
-        torch._foreach_add_(ps, update, alpha=-lr)
+            torch._foreach_addcmul_(ps, d, list((trust * (-lr * scale)).unbind()))  # θ −= γ·trust·u
+        else:
+            torch._foreach_add_(ps, d, alpha=-lr * scale)
 
     def _init_state(self, p):
         state = self.state[p]
