@@ -107,6 +107,8 @@ class SWACallback:
     ``replace_model``: at the end, copy the averaged weights into the trained model, so what
     follows (``fine_tune``'s test evaluation) uses them. ``bn_loader``: a loader for
     :func:`update_bn`, needed only if the model has BatchNorm and ``use_buffers`` is False.
+    ``evaluate``: evaluate the averaged model on the run's validation loader at the end (False
+    skips it, e.g. for averagers whose validation score nobody reads).
 
     After training: ``averaged`` (the ``AveragedModel``; ``averaged.module`` is the model),
     ``start_step``, ``update_steps`` (the steps snapshotted), ``metrics`` (validation loss and
@@ -116,7 +118,7 @@ class SWACallback:
     def __init__(self, start: float = 0.75, swa_lr: float | Sequence[float] | None = None, anneal_steps: int = 0,
                  anneal_strategy: str = "cos", update_every: int = 1, ema_decay: float | None = None,
                  replace_scheduler: bool | None = None, use_buffers: bool = False, replace_model: bool = False,
-                 bn_loader=None):
+                 bn_loader=None, evaluate: bool = True):
         if isinstance(start, bool) or not isinstance(start, (int, float)) or not 0 < start <= 1:
             raise ValueError(f"start must be a fraction of training in (0, 1], got {start!r}")
         if swa_lr is not None:
@@ -137,6 +139,7 @@ class SWACallback:
         self.anneal_strategy, self.update_every, self.ema_decay = anneal_strategy, update_every, ema_decay
         self.replace_scheduler = (ema_decay is None) if replace_scheduler is None else replace_scheduler
         self.use_buffers, self.replace_model, self.bn_loader = use_buffers, replace_model, bn_loader
+        self.evaluate = evaluate
         self.averaged: AveragedModel | None = None
         self.start_step: int | None = None
         self.update_steps: list[int] = []
@@ -200,7 +203,7 @@ class SWACallback:
                 raise ValueError("SWACallback: the model has BatchNorm, so the averaged model needs fresh running "
                                  "statistics: pass bn_loader (the training loader) or use_buffers=True")
             update_bn(self.bn_loader, self.averaged.module, state.device)
-        if state.eval_loader is not None:
+        if self.evaluate and state.eval_loader is not None:
             metrics = state.evaluate(self.averaged.module)
             self.metrics = {"val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"]}
         if self.replace_model:

@@ -134,6 +134,12 @@ def test_metrics_of_the_averaged_model_and_replace_model():
     torch.testing.assert_close(model.state_dict(), swa.averaged.module.state_dict(), rtol=0, atol=0)
 
 
+def test_evaluate_false_skips_the_validation_pass():
+    swa = SWACallback(start=0.5, evaluate=False)
+    _run([swa], eval_loader=synthetic_batches(2, seed=2))
+    assert swa.metrics is None and swa.averaged is not None
+
+
 def test_without_replace_model_the_trained_model_keeps_its_final_weights():
     swa = SWACallback(start=0.5)
     snaps = Snapshots(swa)
