@@ -197,8 +197,9 @@ class GradualUnfreezing:
     ``grad = None``, and the course's loop zeroes with ``set_to_none=True``. ``on_train_begin``
     raises ValueError if a parameter this callback will unfreeze is missing from the optimizer.
 
-    ``events`` lists what was unfrozen when: ``{"step", "unit", "parameters"}`` dicts, ``unit``
-    being ``"layer i"`` or ``"embeddings"``.
+    ``events`` lists what was unfrozen when: ``{"step", "unit", "parameters", "trainable"}`` dicts,
+    ``unit`` being ``"layer i"`` or ``"embeddings"``, ``parameters`` the unit's scalar parameter
+    count and ``trainable`` the model's trainable count after the step.
     """
 
     def __init__(self, model: nn.Module, every_steps: int | None = None,
@@ -252,7 +253,9 @@ class GradualUnfreezing:
         if unit is None:
             return
         if unit == "embeddings":
-            names = unfreeze_layers(self.model, [], embeddings=True)
+            unfreeze_layers(self.model, [], embeddings=True)
         else:
-            names = unfreeze_layers(self.model, [unit])
-        self.events.append({"step": state.step, "unit": self._unit_name(unit), "parameters": len(names)})
+            unfreeze_layers(self.model, [unit])
+        self.events.append({"step": state.step, "unit": self._unit_name(unit),
+                            "parameters": sum(p.numel() for p in self._unit_parameters(unit)),
+                            "trainable": count_parameters(self.model)})

@@ -299,6 +299,13 @@ def test_gradual_unfreezing_order_is_top_first():
         trainable_blocks.append((layers_on, emb_on))
     assert [e["unit"] for e in callback.events] == ["layer 2", "layer 1", "layer 0", "embeddings"]
     assert [e["step"] for e in callback.events] == [2, 4, 6, 8]
+    total = count_parameters(model, trainable_only=False)
+    assert callback.events[-1]["trainable"] == total
+    assert [e["parameters"] for e in callback.events] == [
+        sum(p.numel() for p in m.parameters()) for m in [*reversed(model.electra.encoder.layer)]] + [
+        sum(p.numel() for p in [*model.electra.embeddings.parameters(), *model.electra.embeddings_project.parameters()])]
+    trainable = [e["trainable"] for e in callback.events]
+    assert trainable == [trainable[0] + sum(e["parameters"] for e in callback.events[1:i + 1]) for i in range(len(trainable))]
     assert trainable_blocks[0] == ([], False)
     assert trainable_blocks[1] == ([2], False)
     assert trainable_blocks[3] == ([1, 2], False)
