@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bar: no ipywidgets needed in Jupyter or nbval
 
 from .accumulation import accumulation_windows, count_items, summed_loss
 from .amp import Precision
