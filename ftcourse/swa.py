@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -44,7 +44,7 @@ def has_batchnorm(model: nn.Module) -> bool:
 
 
 class _AnyBatch(nn.Module):
-    """Calls ``model(**batch)`` for dict batches (Hugging Face) and ``model(batch)`` otherwise, so
+    """Calls ``model(**batch)`` for dict-like batches (Hugging Face) and ``model(batch)`` otherwise, so
     that torch's ``update_bn``, which calls ``model(batch)``, can drive either kind of model."""
 
     def __init__(self, model: nn.Module):
@@ -52,12 +52,13 @@ class _AnyBatch(nn.Module):
         self.model = model
 
     def forward(self, batch):
-        return self.model(**batch) if isinstance(batch, dict) else self.model(batch)
+        return self.model(**batch) if isinstance(batch, Mapping) else self.model(batch)
 
 
 def _inputs(loader, device: torch.device):
     for batch in loader:
-        if isinstance(batch, dict):
+        # Mapping, not dict: DataCollatorWithPadding yields BatchEncoding, a UserDict
+        if isinstance(batch, Mapping):
             yield {k: v.to(device) for k, v in batch.items() if k != "labels"}
         else:  # torch's convention: a tensor, or a list/tuple whose first element is the input
             yield (batch[0] if isinstance(batch, (list, tuple)) else batch).to(device)

@@ -2,6 +2,7 @@
 of the snapshots, the EMA formula, SWALR's lr, and no effect before the start. float64 throughout."""
 from __future__ import annotations
 
+from collections import UserDict
 from types import SimpleNamespace
 
 import pytest
@@ -243,7 +244,8 @@ def test_update_bn_with_dict_batches_matches_torch_on_tensor_batches():
     assert has_batchnorm(ours)
     with pytest.raises(TypeError):  # torch's update_bn passes the dict as one positional argument
         torch_update_bn(batches, TinyBN())
-    assert update_bn(batches, ours) is True
+    # DataCollatorWithPadding yields BatchEncoding, a UserDict rather than a dict
+    assert update_bn([UserDict(b) for b in batches], ours) is True
     torch_update_bn([ours.features(b["input_ids"]).detach() for b in batches], theirs.bn)
     torch.testing.assert_close(ours.bn.running_mean, theirs.bn.running_mean)
     torch.testing.assert_close(ours.bn.running_var, theirs.bn.running_var)
