@@ -147,15 +147,18 @@ class SWACallback:
         self.metrics: dict | None = None
         self.lrs: list[float] | None = None
 
-    @property
-    def kind(self) -> str:
-        return "SWA" if self.ema_decay is None else f"EMA({self.ema_decay:g})"
-
     def start_step_for(self, total_steps: int) -> int:
         # the tolerance keeps 0.7 * 10 = 7.000000000000001 at step 7, not 8
         return max(1, math.ceil(self.start * total_steps - 1e-9))
 
     def on_train_begin(self, state) -> None:
+        # Checks that need the model or the optimizer fail here, not after the whole run.
+        n_groups = len(state.optimizer.param_groups)
+        if isinstance(self.swa_lr, Sequence) and len(self.swa_lr) != n_groups:
+            raise ValueError(f"swa_lr has {len(self.swa_lr)} values but the optimizer has {n_groups} parameter groups")
+        if has_batchnorm(state.model) and not self.use_buffers and self.bn_loader is None:
+            raise ValueError("SWACallback: the model has BatchNorm, so the averaged model needs fresh running "
+                             "statistics: pass bn_loader (the training loader) or use_buffers=True")
         self.averaged, self.update_steps, self.metrics, self.lrs = None, [], None, None
         self.start_step = self.start_step_for(state.total_steps)
 
@@ -172,8 +175,6 @@ class SWACallback:
             lrs = [float(g["lr"]) for g in groups]
         else:
             lrs = list(self.swa_lr) if isinstance(self.swa_lr, Sequence) else [self.swa_lr] * len(groups)
-            if len(lrs) != len(groups):
-                raise ValueError(f"swa_lr has {len(lrs)} values but the optimizer has {len(groups)} parameter groups")
         self.lrs = lrs
         state.scheduler = SWALR(state.optimizer, swa_lr=lrs, anneal_epochs=self.anneal_steps,
                                 anneal_strategy=self.anneal_strategy)
@@ -200,9 +201,6 @@ class SWACallback:
                           f"{self.start_step}: there is no averaged model", RuntimeWarning, stacklevel=2)
             return
         if has_batchnorm(state.model) and not self.use_buffers:
-            if self.bn_loader is None:
-                raise ValueError("SWACallback: the model has BatchNorm, so the averaged model needs fresh running "
-                                 "statistics: pass bn_loader (the training loader) or use_buffers=True")
             update_bn(self.bn_loader, self.averaged.module, state.device)
         if self.evaluate and state.eval_loader is not None:
             metrics = state.evaluate(self.averaged.module)

@@ -260,8 +260,17 @@ def test_batchnorm_model_needs_bn_loader_or_buffers():
         train(model, synthetic_batches(4), opt, epochs=2, callbacks=[swa], progress=False)
         return model
 
-    with pytest.raises(ValueError, match="bn_loader"):
-        run(SWACallback(start=0.5))
+    steps = []
+
+    class Count:
+        def on_step_end(self, state):
+            steps.append(state.step)
+
+    with pytest.raises(ValueError, match="bn_loader"):  # at the start, not after the run
+        set_seed(0)
+        model = TinyBN()
+        train(model, synthetic_batches(4), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[SWACallback(start=0.5), Count()], progress=False)
+    assert steps == []
     swa = SWACallback(start=0.5, bn_loader=synthetic_batches(4))
     run(swa)
     stale = TinyBN().bn.running_mean
