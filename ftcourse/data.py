@@ -123,11 +123,18 @@ def token_length_stats(tokenized) -> dict:
             "p90": q[1].item(), "p99": q[2].item(), "max": int(lengths.max().item())}
 
 
-def make_loader(tokenized, tokenizer, batch_size: int, shuffle: bool, seed: int = 0):
+def make_loader(tokenized, tokenizer, batch_size: int, shuffle: bool, seed: int = 0, group_by_length: bool = False):
     """A DataLoader that pads each batch to its own longest sentence (``DataCollatorWithPadding``).
 
     Dynamic padding: SST-2 sentences are ~25 tokens on average, so padding every batch to a fixed
     max_length would spend most of the compute on padding tokens.
+
+    ``group_by_length`` (needs ``shuffle``): batches of sentences of similar length, so that the
+    padding within a batch shrinks further. transformers' ``LengthGroupedSampler`` (what ``Trainer``
+    uses for ``train_sampling_strategy="group_by_length"``): each epoch, a seeded random permutation
+    is cut into mega-batches of ``min(50, n // (4 * batch_size))`` batches, each sorted by length
+    (longest first), and the longest sentence of all goes in the first batch. Deterministic for a
+    given ``seed``; a different order every epoch.
     """
     from transformers import DataCollatorWithPadding
 
@@ -135,12 +142,23 @@ def make_loader(tokenized, tokenizer, batch_size: int, shuffle: bool, seed: int 
     # from the global torch RNG each time it is iterated, so each evaluation would shift the
     # dropout masks of all later training steps (evaluating more often would change training).
     generator = torch.Generator().manual_seed(seed)
+    dataset = tokenized.with_format("torch")
+    collate = DataCollatorWithPadding(tokenizer)
+    if group_by_length:
+        if not shuffle:
+            raise ValueError("group_by_length=True needs shuffle=True (it is a shuffled sampler); "
+                             "for evaluation keep the order with group_by_length=False")
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        lengths = [len(ids) for ids in tokenized["input_ids"]]
+        sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate)
     return torch.utils.data.DataLoader(
-        tokenized.with_format("torch"),
+        dataset,
         batch_size=batch_size,
         shuffle=shuffle,
         generator=generator,
-        collate_fn=DataCollatorWithPadding(tokenizer),
+        collate_fn=collate,
     )
 
 

@@ -1,0 +1,83 @@
+"""make_loader(group_by_length=True): transformers' LengthGroupedSampler, seeded and deterministic."""
+from __future__ import annotations
+
+import datasets
+import pytest
+import torch
+from transformers.trainer_pt_utils import get_length_grouped_indices
+
+from ftcourse import data as ftdata
+
+
+class PadOnlyTokenizer:
+    """The part of a tokenizer DataCollatorWithPadding uses: ``pad`` (right padding with id 0)."""
+
+    padding_side = "right"
+    pad_token_id = 0
+    model_input_names = ["input_ids", "attention_mask"]
+
+    def pad(self, features, padding=True, max_length=None, pad_to_multiple_of=None, return_tensors="pt", **kw):
+        width = max(len(f["input_ids"]) for f in features)
+        out = {"input_ids": [], "attention_mask": [], "labels": []}
+        for f in features:
+            ids = [int(i) for i in f["input_ids"]]
+            out["input_ids"].append(ids + [0] * (width - len(ids)))
+            out["attention_mask"].append([1] * len(ids) + [0] * (width - len(ids)))
+            out["labels"].append(int(f["labels"]))
+        return {k: torch.tensor(v) for k, v in out.items()}
+
+
+def fake_tokenized(n: int = 400, seed: int = 0) -> datasets.Dataset:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(3, 61, (n,), generator=g).tolist()
+    # Row i holds token id i + 1 first, so batches can be mapped back to rows.
+    return datasets.Dataset.from_dict({
+        "input_ids": [[i + 1] + [5] * (length - 1) for i, length in enumerate(lengths)],
+        "attention_mask": [[1] * length for length in lengths],
+        "labels": [i % 2 for i in range(n)],
+    })
+
+
+def epoch_rows(loader) -> list[list[int]]:
+    return [(batch["input_ids"][:, 0] - 1).tolist() for batch in loader]
+
+
+def padding_fraction(loader) -> float:
+    masks = [batch["attention_mask"] for batch in loader]
+    return 1 - sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)
+
+
+def test_group_by_length_is_transformers_order_deterministic_and_complete():
+    tokenized, tok = fake_tokenized(), PadOnlyTokenizer()
+    loader = ftdata.make_loader(tokenized, tok, batch_size=8, shuffle=True, seed=3, group_by_length=True)
+    first, second = epoch_rows(loader), epoch_rows(loader)
+    # Every row exactly once per epoch; a new order each epoch.
+    assert sorted(r for b in first for r in b) == list(range(len(tokenized)))
+    assert sorted(r for b in second for r in b) == list(range(len(tokenized)))
+    assert first != second
+    # Same seed, same batches; another seed, other batches.
+    again = ftdata.make_loader(tokenized, tok, batch_size=8, shuffle=True, seed=3, group_by_length=True)
+    assert epoch_rows(again) == first
+    assert epoch_rows(ftdata.make_loader(tokenized, tok, 8, shuffle=True, seed=4, group_by_length=True)) != first
+    # The reference: transformers' get_length_grouped_indices with the same seeded generator.
+    lengths = [len(ids) for ids in tokenized["input_ids"]]
+    expected = get_length_grouped_indices(lengths, 8, generator=torch.Generator().manual_seed(3))
+    assert [r for b in first for r in b] == expected
+    # The longest sentence is in the first batch (an out-of-memory error shows up at once).
+    assert max(lengths) in [lengths[r] for r in first[0]]
+
+
+def test_group_by_length_cuts_padding():
+    tokenized, tok = fake_tokenized(), PadOnlyTokenizer()
+    grouped = padding_fraction(ftdata.make_loader(tokenized, tok, 8, shuffle=True, seed=0, group_by_length=True))
+    random = padding_fraction(ftdata.make_loader(tokenized, tok, 8, shuffle=True, seed=0))
+    # lengths uniform on 3..60: random batches of 8 are ~40% padding, sorted mega-batches of ~100 rows a few %.
+    assert random > 0.3 and grouped < 0.1, (random, grouped)
+
+
+def test_group_by_length_default_off_and_needs_shuffle():
+    tokenized, tok = fake_tokenized(40), PadOnlyTokenizer()
+    plain = ftdata.make_loader(tokenized, tok, 8, shuffle=False)
+    assert [r for b in epoch_rows(plain) for r in b] == list(range(40))  # default: unchanged behaviour
+    with pytest.raises(ValueError, match="shuffle"):
+        ftdata.make_loader(tokenized, tok, 8, shuffle=False, group_by_length=True)
