@@ -33,11 +33,13 @@ class Profile:
     amp: str | None  # "fp16", "bf16" or None (full precision)
     min_test_accuracy: float  # the bar every notebook asserts for its baseline
     data_seed: int = 1234  # fixes the train subset, so runs differ only in their training seed
-    # 07 LLRD: the decay grid searched on validation (first of llrd_seeds only), the seeds of the
-    # comparison, and whether to also run the seed article's exact roberta-base lrs (3.5e-6 top,
-    # x0.9 a layer, head 3.6e-6; meant for roberta-base). Six or more runs a notebook: ci runs one seed.
+    # 07 LLRD: the decay grid searched on validation (first of llrd_seeds only), the seeds and
+    # training examples of the comparison, and whether to also run the seed article's exact
+    # roberta-base lrs (3.5e-6 top, x0.9 a layer, head 3.6e-6; meant for roberta-base). Three
+    # configurations over seeds plus a grid: ci runs one seed on half its training set.
     llrd_decays: tuple[float, ...] = (0.9,)
     llrd_seeds: tuple[int, ...] = (0, 1, 2)
+    llrd_train_size: int = 2000
     llrd_seed_article_lrs: bool = False
     # 08 re-init, few-sample setting (few_sample_size examples): top layers re-initialised, seeds
     # (the spread across them is the result, so more than the baseline's), epochs (re-initialised
@@ -62,22 +64,23 @@ PROFILES: dict[str, Profile] = {
         warmup_ratio=0.1, weight_decay=0.01, seeds=(0, 1), amp=None,
         # SST-2 validation is ~51% positive: 0.6 is clearly above the majority class.
         min_test_accuracy=0.60,
-        llrd_decays=(0.8,), llrd_seeds=(0,), reinit_layers=(0, 2), reinit_seeds=(0,), reinit_epochs=1,
+        llrd_decays=(0.8,), llrd_seeds=(0,), llrd_train_size=160, reinit_layers=(0, 2), reinit_seeds=(0,), reinit_epochs=1,
     ),
     "cpu": Profile(
         name="cpu", model_id=MINILM_ID, max_length=64, train_size=2000, few_sample_size=300,
         batch_size=16, eval_batch_size=128, epochs=2, evals_per_epoch=4, lr=5e-5,
         warmup_ratio=0.1, weight_decay=0.01, seeds=(0, 1, 2), amp=None,
         min_test_accuracy=0.82,
-        llrd_decays=(0.9, 0.75), llrd_seeds=(0, 1, 2), reinit_layers=(0, 1, 2, 3), reinit_seeds=(0, 1, 2, 3, 4),
-        reinit_epochs=5,
+        llrd_decays=(0.9, 0.75), llrd_seeds=(0, 1, 2), llrd_train_size=2000, reinit_layers=(0, 1, 2, 3), reinit_seeds=(0, 1, 2, 3, 4),
+        reinit_epochs=4,
     ),
     "gpu": Profile(
         name="gpu", model_id="roberta-base", max_length=128, train_size=8000, few_sample_size=500,
         batch_size=32, eval_batch_size=128, epochs=2, evals_per_epoch=4, lr=2e-5,
         warmup_ratio=0.1, weight_decay=0.01, seeds=(0, 1, 2, 3, 4), amp="auto",
         min_test_accuracy=0.88,
-        llrd_decays=(0.95, 0.9, 0.8), llrd_seeds=(0, 1, 2, 3, 4), llrd_seed_article_lrs=True, reinit_layers=(0, 1, 2, 3),
+        llrd_decays=(0.95, 0.9, 0.8), llrd_seeds=(0, 1, 2, 3, 4), llrd_train_size=8000,
+        llrd_seed_article_lrs=True, reinit_layers=(0, 1, 2, 3),
         reinit_seeds=(0, 1, 2, 3, 4, 5, 6, 7, 8, 9), reinit_epochs=5,
     ),
 }
