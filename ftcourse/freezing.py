@@ -1,8 +1,8 @@
 """Freezing layers: what is trained, what reaches the optimizer, and gradual unfreezing.
 
 Freezing the embeddings and the bottom ``n`` transformer blocks means: those parameters get
-``requires_grad=False`` (autograd computes no gradient for them and, below the lowest trainable
-block, runs no backward pass at all), and the optimizer never changes them. The second part does
+``requires_grad=False`` (autograd computes no gradient for them, and no backward pass at all below
+the lowest trainable parameter), and the optimizer never changes them. The second part does
 not follow from the first. torch optimizers skip a parameter only when its ``.grad`` is ``None``;
 they never look at ``requires_grad``. A frozen parameter that still carries a gradient tensor
 (a stale one, or zeros left by ``zero_grad(set_to_none=False)``) is updated like any other: AdamW
