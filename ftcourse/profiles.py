@@ -47,6 +47,15 @@ class Profile:
     reinit_layers: tuple[int, ...] = (0, 1, 2, 3)
     reinit_seeds: tuple[int, ...] = (0, 1, 2)
     reinit_epochs: int = 3
+    # 11 capstone (cumulative recipe table): every row runs once per seed of capstone_seeds on
+    # capstone_train_size examples for the profile's epochs; capstone_reinit_layers top layers are
+    # re-initialised (the seed article: 5 of roberta-base's 12); early stopping waits capstone_patience
+    # evaluations; capstone_grouped_llrd adds the full recipe with grouped LLRD as one more row
+    capstone_train_size: int = 2000
+    capstone_seeds: tuple[int, ...] = (0, 1, 2)
+    capstone_reinit_layers: int = 2
+    capstone_patience: int = 3
+    capstone_grouped_llrd: bool = False
 
     @property
     def n_seeds(self) -> int:
@@ -65,6 +74,7 @@ PROFILES: dict[str, Profile] = {
         # SST-2 validation is ~51% positive: 0.6 is clearly above the majority class.
         min_test_accuracy=0.60,
         llrd_decays=(0.8,), llrd_seeds=(0,), llrd_train_size=160, reinit_layers=(0, 2), reinit_seeds=(0,), reinit_epochs=1,
+        capstone_train_size=64, capstone_seeds=(0, 1), capstone_reinit_layers=2, capstone_patience=2,
     ),
     "cpu": Profile(
         name="cpu", model_id=MINILM_ID, max_length=64, train_size=2000, few_sample_size=300,
@@ -73,6 +83,7 @@ PROFILES: dict[str, Profile] = {
         min_test_accuracy=0.82,
         llrd_decays=(0.9, 0.75), llrd_seeds=(0, 1, 2), llrd_train_size=2000, reinit_layers=(0, 1, 2, 3), reinit_seeds=(0, 1, 2, 3, 4),
         reinit_epochs=4,
+        capstone_train_size=640, capstone_seeds=(0, 1, 2), capstone_reinit_layers=2, capstone_patience=3,
     ),
     "gpu": Profile(
         name="gpu", model_id="roberta-base", max_length=128, train_size=8000, few_sample_size=500,
@@ -82,6 +93,8 @@ PROFILES: dict[str, Profile] = {
         llrd_decays=(0.95, 0.9, 0.8), llrd_seeds=(0, 1, 2, 3, 4), llrd_train_size=8000,
         llrd_seed_article_lrs=True, reinit_layers=(0, 1, 2, 3),
         reinit_seeds=(0, 1, 2, 3, 4, 5, 6, 7, 8, 9), reinit_epochs=5,
+        capstone_train_size=8000, capstone_seeds=(0, 1, 2, 3, 4), capstone_reinit_layers=5, capstone_patience=3,
+        capstone_grouped_llrd=True,
     ),
 }
 PROFILE_NAMES = tuple(PROFILES)
