@@ -50,12 +50,14 @@ class Profile:
     # 11 capstone (cumulative recipe table): every row runs once per seed of capstone_seeds on
     # capstone_train_size examples for the profile's epochs; capstone_reinit_layers top layers are
     # re-initialised (the seed article: 5 of roberta-base's 12); early stopping waits capstone_patience
-    # evaluations; capstone_grouped_llrd adds the full recipe with grouped LLRD as one more row
+    # evaluations; capstone_grouped_llrd adds the full recipe with grouped LLRD as one more row;
+    # capstone_epochs replaces the profile's epochs there
     capstone_train_size: int = 2000
     capstone_seeds: tuple[int, ...] = (0, 1, 2)
     capstone_reinit_layers: int = 2
     capstone_patience: int = 3
     capstone_grouped_llrd: bool = False
+    capstone_epochs: int = 2
 
     @property
     def n_seeds(self) -> int:
@@ -75,6 +77,7 @@ PROFILES: dict[str, Profile] = {
         min_test_accuracy=0.60,
         llrd_decays=(0.8,), llrd_seeds=(0,), llrd_train_size=160, reinit_layers=(0, 2), reinit_seeds=(0,), reinit_epochs=1,
         capstone_train_size=64, capstone_seeds=(0, 1), capstone_reinit_layers=2, capstone_patience=2,
+        capstone_epochs=1,
     ),
     "cpu": Profile(
         name="cpu", model_id=MINILM_ID, max_length=64, train_size=2000, few_sample_size=300,
