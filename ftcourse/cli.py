@@ -92,6 +92,25 @@ def execute_notebook(path: Path, out: Path, profile: str, results_dir: Path, tim
     return seconds
 
 
+def save_figures(notebook: Path, directory: Path) -> list[Path]:
+    """Write the PNG figures of an executed notebook to ``directory`` as ``<stem>_<n>.png``; return the paths."""
+    import base64
+
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            png = output.get("data", {}).get("image/png")
+            if png:
+                path = directory / f"{notebook.stem}_{len(paths) + 1}.png"
+                path.write_bytes(base64.b64decode(png))
+                paths.append(path)
+    return paths
+
+
 def _run(args) -> int:
     import torch
     from tqdm import tqdm
@@ -110,11 +129,12 @@ def _run(args) -> int:
         return 2
     results_dir = Path(args.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    timings = {}
+    timings, figures = {}, {}
     for path in tqdm(notebooks, desc=f"notebooks ({profile.name})", unit="nb"):
         out = path if args.inplace else results_dir / "notebooks" / path.name
         tqdm.write(f"running {path.name} ...")
         timings[path.name] = execute_notebook(path, out, profile.name, results_dir)
+        figures[path.stem] = save_figures(out, results_dir / "figures")
         tqdm.write(f"  done in {timings[path.name]:.0f} s -> {out}")
     lines = [
         f"# ftcourse results ({profile.name} profile)", "",
@@ -129,6 +149,8 @@ def _run(args) -> int:
         part = results_dir / f"{path.stem}.md"
         if part.exists():
             lines += [part.read_text(), ""]
+        if figures.get(path.stem):
+            lines += [f"Figures of {path.name}:", "", *[f"![]({p.relative_to(results_dir).as_posix()})" for p in figures[path.stem]], ""]
     (results_dir / "summary.md").write_text("\n".join(lines))
     print(f"wrote {results_dir / 'summary.md'}")
     return 0

@@ -1,0 +1,46 @@
+"""``python -m ftcourse run``: executes notebooks headless, writes them, the per-notebook tables and the
+figures, and collects everything into summary.md (a two-cell notebook, no model)."""
+from __future__ import annotations
+
+import base64
+
+import nbformat
+
+from ftcourse.cli import main, save_figures
+
+# a 1x1 PNG
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+
+
+def test_save_figures_writes_every_png(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x", outputs=[
+        nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(PNG).decode()}),
+        nbformat.v4.new_output("stream", text="hi"),
+    ]), nbformat.v4.new_code_cell("y", outputs=[
+        nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(PNG).decode(), "text/plain": "fig"}),
+    ])])
+    path = tmp_path / "07_demo.ipynb"
+    nbformat.write(nb, path)
+    paths = save_figures(path, tmp_path / "figures")
+    assert [p.name for p in paths] == ["07_demo_1.png", "07_demo_2.png"]
+    assert all(p.read_bytes() == PNG for p in paths)
+
+
+def test_run_writes_notebooks_tables_figures_and_summary(tmp_path):
+    source = f'''
+import base64, pandas as pd
+from IPython.display import Image, display
+from ftcourse.experiment import save_summary
+display(Image(data=base64.b64decode("{base64.b64encode(PNG).decode()}")))
+save_summary("99_demo", pd.DataFrame({{"mean ± std": ["0.5000 ± 0.0100"]}}, index=["baseline"]))
+'''
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)]), notebooks / "99_demo.ipynb")
+    results = tmp_path / "results"
+    assert main(["run", "--profile", "ci", "--notebook-dir", str(notebooks), "--results-dir", str(results)]) == 0
+    assert (results / "notebooks" / "99_demo.ipynb").is_file()
+    summary = (results / "summary.md").read_text()
+    assert "# ftcourse results (ci profile)" in summary and "| 99_demo.ipynb |" in summary
+    assert "0.5000 ± 0.0100" in summary and "![](figures/99_demo_1.png)" in summary
+    assert (results / "figures" / "99_demo_1.png").read_bytes() == PNG
