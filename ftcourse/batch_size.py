@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import math
 from collections.abc import Callable
@@ -40,15 +41,20 @@ def _positive_int(name: str, value) -> int:
     return value
 
 
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    name = ctypes.util.find_library("c")  # runs ldconfig: look it up once
+    libc = ctypes.CDLL(name) if name else None
+    return getattr(libc, "malloc_trim", None)
+
+
 def _release_cpu_memory() -> None:
     """Hand freed heap memory back to the OS, so one trial's leftovers do not count in the next
     (glibc keeps freed small blocks; ``malloc_trim`` returns them). A no-op without glibc."""
     gc.collect()
-    name = ctypes.util.find_library("c")
-    if name:
-        libc = ctypes.CDLL(name)
-        if hasattr(libc, "malloc_trim"):
-            libc.malloc_trim(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _release_cuda_memory() -> None:
