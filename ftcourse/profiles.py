@@ -44,9 +44,12 @@ class Profile:
     # 08 re-init, few-sample setting (few_sample_size examples): top layers re-initialised, seeds
     # (the spread across them is the result, so more than the baseline's), epochs (re-initialised
     # layers learn from scratch: Zhang et al. 2021 train longer)
+    # (and at reinit_lr: few-sample runs have few steps, and at the baseline lr MiniLM's first
+    # ~40 steps on 300 examples stay at the majority class)
     reinit_layers: tuple[int, ...] = (0, 1, 2, 3)
     reinit_seeds: tuple[int, ...] = (0, 1, 2)
     reinit_epochs: int = 3
+    reinit_lr: float = 1e-4
     # 11 capstone (cumulative recipe table): every row runs once per seed of capstone_seeds on
     # capstone_train_size examples for the profile's epochs; capstone_reinit_layers top layers are
     # re-initialised (the seed article: 5 of roberta-base's 12); early stopping waits capstone_patience
@@ -76,6 +79,7 @@ PROFILES: dict[str, Profile] = {
         # SST-2 validation is ~51% positive: 0.6 is clearly above the majority class.
         min_test_accuracy=0.60,
         llrd_decays=(0.8,), llrd_seeds=(0,), llrd_train_size=160, reinit_layers=(0, 2), reinit_seeds=(0,), reinit_epochs=1,
+        reinit_lr=1e-4,
         capstone_train_size=64, capstone_seeds=(0, 1), capstone_reinit_layers=2, capstone_patience=2,
         capstone_epochs=1,
     ),
@@ -84,8 +88,8 @@ PROFILES: dict[str, Profile] = {
         batch_size=16, eval_batch_size=128, epochs=2, evals_per_epoch=4, lr=5e-5,
         warmup_ratio=0.1, weight_decay=0.01, seeds=(0, 1, 2), amp=None,
         min_test_accuracy=0.82,
-        llrd_decays=(0.9, 0.75), llrd_seeds=(0, 1, 2), llrd_train_size=2000, reinit_layers=(0, 1, 2, 3), reinit_seeds=(0, 1, 2, 3, 4),
-        reinit_epochs=4,
+        llrd_decays=(0.9, 0.75), llrd_seeds=(0, 1, 2), llrd_train_size=640, reinit_layers=(0, 1, 2, 3), reinit_seeds=(0, 1, 2),
+        reinit_epochs=2, reinit_lr=1e-4,
         capstone_train_size=640, capstone_seeds=(0, 1, 2), capstone_reinit_layers=2, capstone_patience=3,
     ),
     "gpu": Profile(
@@ -95,7 +99,7 @@ PROFILES: dict[str, Profile] = {
         min_test_accuracy=0.88,
         llrd_decays=(0.95, 0.9, 0.8), llrd_seeds=(0, 1, 2, 3, 4), llrd_train_size=8000,
         llrd_seed_article_lrs=True, reinit_layers=(0, 1, 2, 3),
-        reinit_seeds=(0, 1, 2, 3, 4, 5, 6, 7, 8, 9), reinit_epochs=5,
+        reinit_seeds=(0, 1, 2, 3, 4), reinit_epochs=10, reinit_lr=2e-5,
         capstone_train_size=8000, capstone_seeds=(0, 1, 2, 3, 4), capstone_reinit_layers=5, capstone_patience=3,
         capstone_grouped_llrd=True,
     ),
