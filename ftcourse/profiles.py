@@ -62,6 +62,21 @@ class Profile:
     capstone_grouped_llrd: bool = False
     capstone_epochs: int = 2
 
+    # 05 optimizers, 06 schedules. Each optimizer's lr is chosen on validation from optimizer_lr_grid
+    # ((name, lrs) pairs), one run per lr and seed of sweep_seeds on sweep_train_size examples; the
+    # comparisons (05 optimizers and few-sample BERTAdam, 06 schedules) then run over compare_seeds on
+    # compare_train_size examples for compare_epochs epochs, evaluating compare_evals_per_epoch times
+    # an epoch in 05 (an evaluation of the 436 validation sentences costs as much as many training
+    # steps at these sizes). lr_finder_steps: steps of the LR range test in 06.
+    optimizer_lr_grid: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    sweep_train_size: int = 320
+    sweep_seeds: tuple[int, ...] = (0,)
+    compare_train_size: int = 640
+    compare_seeds: tuple[int, ...] = (0, 1, 2)
+    compare_epochs: int = 1
+    compare_evals_per_epoch: int = 1
+    lr_finder_steps: int = 100
+
     @property
     def n_seeds(self) -> int:
         return len(self.seeds)
@@ -82,6 +97,10 @@ PROFILES: dict[str, Profile] = {
         reinit_lr=1e-4,
         capstone_train_size=64, capstone_seeds=(0, 1), capstone_reinit_layers=2, capstone_patience=2,
         capstone_epochs=1,
+        optimizer_lr_grid=(("SGD", (0.03,)), ("RMSprop", (3e-5,)), ("Adam", (1e-4,)), ("AdamW", (1e-4,)),
+                           ("LARS", (0.2,)), ("LAMB", (1e-3,))),
+        sweep_train_size=64, sweep_seeds=(0,), compare_train_size=64, compare_seeds=(0,), compare_epochs=1,
+        compare_evals_per_epoch=1, lr_finder_steps=20,
     ),
     "cpu": Profile(
         name="cpu", model_id=MINILM_ID, max_length=64, train_size=2000, few_sample_size=300,
@@ -91,6 +110,10 @@ PROFILES: dict[str, Profile] = {
         llrd_decays=(0.9, 0.75), llrd_seeds=(0, 1, 2), llrd_train_size=640, reinit_layers=(0, 1, 2, 3), reinit_seeds=(0, 1, 2),
         reinit_epochs=2, reinit_lr=1e-4,
         capstone_train_size=640, capstone_seeds=(0, 1, 2), capstone_reinit_layers=2, capstone_patience=3,
+        optimizer_lr_grid=(("SGD", (0.01, 0.1)), ("RMSprop", (1e-5, 5e-5)), ("Adam", (3e-5, 1e-4)),
+                           ("AdamW", (3e-5, 1e-4)), ("LARS", (0.05, 0.5)), ("LAMB", (3e-4, 3e-3))),
+        sweep_train_size=320, sweep_seeds=(0,), compare_train_size=640, compare_seeds=(0, 1, 2), compare_epochs=1,
+        compare_evals_per_epoch=1, lr_finder_steps=100,
     ),
     "gpu": Profile(
         name="gpu", model_id="roberta-base", max_length=128, train_size=8000, few_sample_size=500,
@@ -102,6 +125,11 @@ PROFILES: dict[str, Profile] = {
         reinit_seeds=(0, 1, 2, 3, 4), reinit_epochs=10, reinit_lr=2e-5,
         capstone_train_size=8000, capstone_seeds=(0, 1, 2, 3, 4), capstone_reinit_layers=5, capstone_patience=3,
         capstone_grouped_llrd=True,
+        optimizer_lr_grid=(("SGD", (0.003, 0.01, 0.03, 0.1)), ("RMSprop", (3e-6, 1e-5, 3e-5)),
+                           ("Adam", (1e-5, 2e-5, 5e-5)), ("AdamW", (1e-5, 2e-5, 5e-5)), ("LARS", (0.02, 0.1, 0.5)),
+                           ("LAMB", (3e-4, 1e-3, 3e-3))),
+        sweep_train_size=2000, sweep_seeds=(0,), compare_train_size=4000, compare_seeds=(0, 1, 2, 3, 4),
+        compare_epochs=2, compare_evals_per_epoch=2, lr_finder_steps=200,
     ),
 }
 PROFILE_NAMES = tuple(PROFILES)
