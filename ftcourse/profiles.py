@@ -77,6 +77,11 @@ class Profile:
     compare_evals_per_epoch: int = 1
     lr_finder_steps: int = 100
 
+    # 03 freezing: each of the 4 frozen-layer configurations (and gradual unfreezing) runs once per
+    # seed of freeze_seeds, for freeze_epochs epochs
+    freeze_seeds: tuple[int, ...] = (0, 1, 2)
+    freeze_epochs: int = 2
+
     @property
     def n_seeds(self) -> int:
         return len(self.seeds)
@@ -101,6 +106,7 @@ PROFILES: dict[str, Profile] = {
                            ("LARS", (0.2,)), ("LAMB", (1e-3,))),
         sweep_train_size=64, sweep_seeds=(0,), compare_train_size=64, compare_seeds=(0,), compare_epochs=1,
         compare_evals_per_epoch=1, lr_finder_steps=20,
+        freeze_seeds=(0,), freeze_epochs=2,
     ),
     "cpu": Profile(
         name="cpu", model_id=MINILM_ID, max_length=64, train_size=2000, few_sample_size=300,
@@ -114,6 +120,7 @@ PROFILES: dict[str, Profile] = {
                            ("AdamW", (3e-5, 1e-4)), ("LARS", (0.05, 0.5)), ("LAMB", (3e-4, 3e-3))),
         sweep_train_size=320, sweep_seeds=(0,), compare_train_size=640, compare_seeds=(0, 1, 2), compare_epochs=1,
         compare_evals_per_epoch=1, lr_finder_steps=100,
+        freeze_seeds=(0, 1, 2), freeze_epochs=1,
     ),
     "gpu": Profile(
         name="gpu", model_id="roberta-base", max_length=128, train_size=8000, few_sample_size=500,
@@ -130,6 +137,7 @@ PROFILES: dict[str, Profile] = {
                            ("LAMB", (3e-4, 1e-3, 3e-3))),
         sweep_train_size=2000, sweep_seeds=(0,), compare_train_size=4000, compare_seeds=(0, 1, 2, 3, 4),
         compare_epochs=2, compare_evals_per_epoch=2, lr_finder_steps=200,
+        freeze_seeds=(0, 1, 2, 3, 4), freeze_epochs=2,
     ),
 }
 PROFILE_NAMES = tuple(PROFILES)
