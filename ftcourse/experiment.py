@@ -127,8 +127,12 @@ def fine_tune(
     )
     t0 = time.perf_counter()
     test = evaluate(model, test_loader, device)
-    val = evaluate(model, val_loader, device)
     evals = history.evals_frame()
+    if callbacks is None and select == "final" and len(evals) and evals["step"].iloc[-1] == len(history.steps):
+        # the loop evaluated these very weights after its last step (only callbacks or a restore change them)
+        val = {"accuracy": evals["val_accuracy"].iloc[-1]}
+    else:
+        val = evaluate(model, val_loader, device)
     row = {
         "seed": seed, "test_accuracy": test["accuracy"], "test_loss": test["loss"],
         "val_accuracy": val["accuracy"], "best_val_accuracy": evals["val_accuracy"].max() if len(evals) else float("nan"),

@@ -94,9 +94,9 @@ def cosine_multiplier(step: int, *, num_warmup_steps: int, num_training_steps: i
                       num_cycles: float = 0.5) -> float:
     """Linear warmup, then ``max(0, ½(1 + cos(2π·c·p)))``, ``p = (s − W)/max(1, N − W)``.
 
-    ``num_cycles`` c = 0.5 (default) is a half cosine from 1 down to 0 at ``N``; it stays at 0 after
-    ``N`` only because of the ``max`` (for c = 0.5 the cosine itself rises again, as torch's
-    ``CosineAnnealingLR`` does past ``T_max``).
+    ``num_cycles`` c = 0.5 (default) is a half cosine from 1 down to 0 at ``N``. Past ``N`` it rises
+    again (p > 1), as transformers' schedule and torch's ``CosineAnnealingLR`` past ``T_max`` do:
+    the ``max(0, ...)`` (kept from transformers) never binds, since ½(1 + cos x) >= 0. Stop at ``N``.
     """
     if step < num_warmup_steps:
         return _warmup(step, num_warmup_steps)

@@ -224,6 +224,7 @@ def train(
     device = torch.device(device) if device is not None else next(model.parameters()).device
     if not isinstance(precision, Precision):
         precision = Precision(precision, device)
+    skipped_before = precision.skipped_steps  # a Precision reused across runs keeps counting
     model.to(device)
     steps_per_epoch = math.ceil(len(train_loader) / accumulation_steps)
     total_steps = steps_per_epoch * epochs if max_steps is None else min(max_steps, steps_per_epoch * epochs)
@@ -294,7 +295,7 @@ def train(
     bar.close()
     history.train_time_s = time.perf_counter() - start
     history.peak_memory_mb = memory.peak_mb
-    history.skipped_steps = precision.skipped_steps
+    history.skipped_steps = precision.skipped_steps - skipped_before
     history.stopped_early = state.should_stop
     _notify(callbacks, "on_train_end", state)
     return history

@@ -79,6 +79,9 @@ def test_overflow_skips_the_step_in_the_loop():
     # the scheduler did not advance on the skipped step: step 3 uses the lr step 2 would have used
     assert steps["lr_0"].tolist() == pytest.approx([0.1, 0.1 / 2, 0.1 / 2, 0.1 / 3])
     assert scheduler.last_epoch == 3
+    # the same Precision reused for a second run: the history counts that run's skipped steps only
+    again = train(model, batches(2, poisoned={0}), optimizer, precision=precision, device="cpu", progress=False)
+    assert again.skipped_steps == 1 and precision.skipped_steps == 2
 
 
 def test_precision_step_unit():
