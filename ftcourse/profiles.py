@@ -82,6 +82,14 @@ class Profile:
     freeze_seeds: tuple[int, ...] = (0, 1, 2)
     freeze_epochs: int = 2
 
+    # 04 mixed precision: optimizer steps of the fp16 loss-scale trace, and the training examples of
+    # the fp32-vs-low-precision accuracy comparison (over the profile's seeds and epochs; on a CPU
+    # without fast bf16 every low-precision run costs more than an fp32 one)
+    amp_trace_steps: int = 40
+    amp_train_size: int = 3000
+    # 09 SWA: training examples of its runs (two full runs per seed: the normal schedule and SWA)
+    swa_train_size: int = 3000
+
     @property
     def n_seeds(self) -> int:
         return len(self.seeds)
@@ -107,6 +115,7 @@ PROFILES: dict[str, Profile] = {
         sweep_train_size=64, sweep_seeds=(0,), compare_train_size=64, compare_seeds=(0,), compare_epochs=1,
         compare_evals_per_epoch=1, lr_finder_steps=20,
         freeze_seeds=(0,), freeze_epochs=2,
+        amp_trace_steps=20, amp_train_size=320, swa_train_size=320,
     ),
     "cpu": Profile(
         # Measured on our test half (3 seeds): 2,000 examples at lr 5e-5 gave 0.809 ± 0.016 and at
@@ -123,6 +132,7 @@ PROFILES: dict[str, Profile] = {
         sweep_train_size=320, sweep_seeds=(0,), compare_train_size=640, compare_seeds=(0, 1, 2), compare_epochs=1,
         compare_evals_per_epoch=1, lr_finder_steps=100,
         freeze_seeds=(0, 1, 2), freeze_epochs=1,
+        amp_trace_steps=40, amp_train_size=1000, swa_train_size=2000,
     ),
     "gpu": Profile(
         name="gpu", model_id="roberta-base", max_length=128, train_size=8000, few_sample_size=500,
@@ -140,6 +150,7 @@ PROFILES: dict[str, Profile] = {
         sweep_train_size=2000, sweep_seeds=(0,), compare_train_size=4000, compare_seeds=(0, 1, 2, 3, 4),
         compare_epochs=2, compare_evals_per_epoch=2, lr_finder_steps=200,
         freeze_seeds=(0, 1, 2, 3, 4), freeze_epochs=2,
+        amp_trace_steps=60, amp_train_size=8000, swa_train_size=8000,
     ),
 }
 PROFILE_NAMES = tuple(PROFILES)
