@@ -163,7 +163,7 @@ class History:
     peak_memory_mb: float = float("nan")
     train_time_s: float = 0.0
     skipped_steps: int = 0  # optimizer steps skipped by the GradScaler (inf/nan gradients)
-    stopped_early: bool = False
+    stopped_early: bool = False  # a callback stopped training before its planned last step
 
     def steps_frame(self):
         import pandas as pd
@@ -296,6 +296,7 @@ def train(
     history.train_time_s = time.perf_counter() - start
     history.peak_memory_mb = memory.peak_mb
     history.skipped_steps = precision.skipped_steps - skipped_before
-    history.stopped_early = state.should_stop
+    # A stop requested at the last evaluation saves nothing: that run trained to the end.
+    history.stopped_early = state.should_stop and state.step < total_steps
     _notify(callbacks, "on_train_end", state)
     return history

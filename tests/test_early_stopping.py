@@ -132,6 +132,15 @@ def test_loop_stops_when_told_and_saves_compute():
     assert es.stopped_reason.startswith("no improvement in 2 evaluations")
 
 
+def test_a_stop_at_the_last_evaluation_is_not_an_early_stop():
+    # lr 0 again: evaluations at steps 2, 4, ..., 12; patience 5 fires at the sixth, the last one.
+    # The stopper did stop, but the run trained to the end: nothing was saved.
+    es = EarlyStopping(patience=5, mode="min", verbose=False)
+    _, history = _train([EarlyStoppingCallback(es, metric="loss")], lr=0.0)
+    assert es.stopped_reason is not None and len(history.evals) == 6
+    assert history.stopped_early is False and len(history.steps) == 12
+
+
 def test_loop_without_a_stop_runs_every_step():
     es = EarlyStopping(patience=None, mode="max", verbose=False)
     _, history = _train([EarlyStoppingCallback(es)])
