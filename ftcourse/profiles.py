@@ -127,9 +127,12 @@ PROFILES: dict[str, Profile] = {
         llrd_decays=(0.9, 0.75), llrd_seeds=(0, 1, 2), llrd_train_size=640, reinit_layers=(0, 1, 2, 3), reinit_seeds=(0, 1, 2),
         reinit_epochs=2, reinit_lr=1e-4,
         capstone_train_size=640, capstone_seeds=(0, 1, 2), capstone_reinit_layers=2, capstone_patience=3,
-        optimizer_lr_grid=(("SGD", (0.01, 0.1)), ("RMSprop", (1e-5, 5e-5)), ("Adam", (3e-5, 1e-4)),
-                           ("AdamW", (3e-5, 1e-4)), ("LARS", (0.05, 0.5)), ("LAMB", (3e-4, 3e-3))),
-        sweep_train_size=320, sweep_seeds=(0,), compare_train_size=640, compare_seeds=(0, 1, 2), compare_epochs=1,
+        # 60 steps a run (960 examples, 1 epoch): with 20-40 steps (320-640 examples) every optimizer but
+        # LAMB stayed at the majority class, which compares nothing. Short runs want the upper end of
+        # each optimizer's lr range; the sweep's seed-0 runs are reused by the comparison (same size).
+        optimizer_lr_grid=(("SGD", (0.1, 0.3)), ("RMSprop", (2e-5, 5e-5)), ("Adam", (1e-4, 3e-4)),
+                           ("AdamW", (1e-4, 3e-4)), ("LARS", (0.2, 0.5)), ("LAMB", (1e-3, 3e-3))),
+        sweep_train_size=960, sweep_seeds=(0,), compare_train_size=960, compare_seeds=(0, 1, 2), compare_epochs=1,
         compare_evals_per_epoch=1, lr_finder_steps=100,
         freeze_seeds=(0, 1, 2), freeze_epochs=1,
         amp_trace_steps=40, amp_train_size=1000, swa_train_size=2000,
