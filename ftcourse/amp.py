@@ -3,7 +3,7 @@
 Modes: ``None``/``"fp32"`` (full precision), ``"fp16"`` (CUDA: fp16 autocast with a
 ``GradScaler``, because fp16's smallest normal number is 6e-5 and small gradients underflow
 to zero without loss scaling), ``"bf16"`` (autocast to bfloat16: fp32's exponent range, so no
-scaler), ``"auto"`` (bf16 where supported, else fp16 on CUDA; fp32 elsewhere).
+scaler), ``"auto"`` (CUDA: bf16 where supported, else fp16; elsewhere fp32, with a printed message).
 
 A mode the device cannot honour falls back with a printed message, never silently:
 fp16 on CPU becomes bf16 (CPU autocast supports bf16), bf16 on a CUDA GPU without bf16 becomes
@@ -41,14 +41,13 @@ def _resolve(mode: str | None, device_type: str, verbose: bool) -> torch.dtype |
         return torch.float16 if mode == "fp16" else torch.bfloat16
     if device_type == "cpu":
         if mode == "auto":
-            return None  # CPU bf16 autocast is often slower than fp32: opt in with amp="bf16"
+            # CPU bf16 autocast is often slower than fp32 (notebook 04 measures it): opt in with "bf16".
+            return fallback("fp32", "no mixed precision on CPU unless asked for (bf16 autocast is often slower there; amp='bf16' opts in)")
         if mode == "fp16":
             # torch can autocast to fp16 on CPU (with GradScaler("cpu")), but bf16 has fp32's
             # exponent range and needs no loss scaling, so the course runs CPU mixed precision in bf16.
             return fallback("bf16", "on CPU the course's mixed precision is bfloat16 (fp32's range, no loss scaling)")
         return torch.bfloat16
-    if mode == "auto":
-        return None
     return fallback("fp32", f"mixed precision is not supported on {device_type} by this course")
 
 

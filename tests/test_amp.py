@@ -120,6 +120,13 @@ def test_fp16_on_cpu_falls_back_to_bf16_with_a_message(capsys):
     assert "using bf16 instead of fp16" in out
 
 
+@pytest.mark.parametrize("device", ["cpu", "mps"])
+def test_auto_off_cuda_is_fp32_and_says_so(device, capsys):
+    p = Precision("auto", device)
+    assert p.dtype is None and p.scaler is None and p.name == "fp32"
+    assert "using fp32 instead of auto" in capsys.readouterr().out
+
+
 def test_other_fallbacks_and_plain_modes(capsys):
     assert Precision("bf16", "mps").dtype is None
     assert "using fp32 instead of bf16" in capsys.readouterr().out
