@@ -59,6 +59,9 @@ def _info() -> int:
     return 0 if ok else 1
 
 
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
+
 def _clean(nb) -> None:
     """Drop volatile metadata so that re-running a notebook changes only its real outputs."""
     nb.metadata.pop("widgets", None)
@@ -78,6 +81,9 @@ def execute_notebook(path: Path, out: Path, profile: str, results_dir: Path, tim
     nb = nbformat.read(path, as_version=4)
     env_before = dict(os.environ)
     os.environ.update(FTCOURSE_PROFILE=profile, FTCOURSE_RESULTS_DIR=str(results_dir.resolve()))
+    # The kernel must draw inline: with MPLBACKEND=Agg (as CI sets it) plt.show() shows nothing and
+    # the notebook would be saved without its figures.
+    os.environ["MPLBACKEND"] = INLINE_BACKEND
     try:
         start = time.perf_counter()
         client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})

@@ -3,6 +3,7 @@ figures, and collects everything into summary.md (a two-cell notebook, no model)
 from __future__ import annotations
 
 import base64
+import os
 
 import nbformat
 
@@ -44,3 +45,18 @@ save_summary("99_demo", pd.DataFrame({{"mean ± std": ["0.5000 ± 0.0100"]}}, in
     assert "# ftcourse results (ci profile)" in summary and "| 99_demo.ipynb |" in summary
     assert "0.5000 ± 0.0100" in summary and "![](figures/99_demo_1.png)" in summary
     assert (results / "figures" / "99_demo_1.png").read_bytes() == PNG
+
+
+def test_run_keeps_matplotlib_figures_even_with_a_non_interactive_backend(tmp_path, monkeypatch):
+    # CI exports MPLBACKEND=Agg; a notebook executed under it would lose every plt.show() figure.
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    source = "import matplotlib.pyplot as plt\nplt.plot([0, 1], [1, 0])\nplt.show()"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)]), notebooks / "98_plot.ipynb")
+    results = tmp_path / "results"
+    assert main(["run", "--profile", "ci", "--notebook-dir", str(notebooks), "--results-dir", str(results)]) == 0
+    executed = nbformat.read(results / "notebooks" / "98_plot.ipynb", as_version=4)
+    assert any("image/png" in out.get("data", {}) for out in executed.cells[0].outputs)
+    assert (results / "figures" / "98_plot_1.png").is_file()
+    assert os.environ["MPLBACKEND"] == "Agg"  # the caller's environment is restored
