@@ -129,12 +129,15 @@ def make_loader(tokenized, tokenizer, batch_size: int, shuffle: bool, seed: int 
     Dynamic padding: SST-2 sentences are ~25 tokens on average, so padding every batch to a fixed
     max_length would spend most of the compute on padding tokens.
 
-    ``group_by_length`` (needs ``shuffle``): batches of sentences of similar length, so that the
-    padding within a batch shrinks further. transformers' ``LengthGroupedSampler`` (what ``Trainer``
-    uses for ``train_sampling_strategy="group_by_length"``): each epoch, a seeded random permutation
-    is cut into mega-batches of ``min(50, n // (4 * batch_size))`` batches, each sorted by length
-    (longest first), and the longest sentence of all goes in the first batch. Deterministic for a
-    given ``seed``; a different order every epoch.
+    ``group_by_length``: batches of sentences of similar length, so that the padding within a batch
+    shrinks further. With ``shuffle`` (training): transformers' ``LengthGroupedSampler`` (what
+    ``Trainer`` uses for ``train_sampling_strategy="group_by_length"``): each epoch, a seeded random
+    permutation is cut into mega-batches of ``min(50, n // (4 * batch_size))`` batches, each sorted
+    by length (longest first), and the longest sentence of all goes in the first batch.
+    Deterministic for a given ``seed``; a different order every epoch. Without ``shuffle``
+    (evaluation): one fixed order, longest first (ties in row order). A mean loss or an accuracy
+    does not depend on the order; anything that lines predictions up with rows does, so keep the
+    default there.
     """
     from transformers import DataCollatorWithPadding
 
@@ -145,13 +148,13 @@ def make_loader(tokenized, tokenizer, batch_size: int, shuffle: bool, seed: int 
     dataset = tokenized.with_format("torch")
     collate = DataCollatorWithPadding(tokenizer)
     if group_by_length:
-        if not shuffle:
-            raise ValueError("group_by_length=True needs shuffle=True (it is a shuffled sampler); "
-                             "for evaluation keep the order with group_by_length=False")
-        from transformers.trainer_pt_utils import LengthGroupedSampler
-
         lengths = [len(ids) for ids in tokenized["input_ids"]]
-        sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
+        if shuffle:
+            from transformers.trainer_pt_utils import LengthGroupedSampler
+
+            sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
+        else:
+            sampler = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: ties keep row order
         return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate)
     return torch.utils.data.DataLoader(
         dataset,

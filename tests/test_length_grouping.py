@@ -75,9 +75,42 @@ def test_group_by_length_cuts_padding():
     assert random > 0.3 and grouped < 0.1, (random, grouped)
 
 
-def test_group_by_length_default_off_and_needs_shuffle():
+def test_group_by_length_default_off():
     tokenized, tok = fake_tokenized(40), PadOnlyTokenizer()
     plain = ftdata.make_loader(tokenized, tok, 8, shuffle=False)
     assert [r for b in epoch_rows(plain) for r in b] == list(range(40))  # default: unchanged behaviour
-    with pytest.raises(ValueError, match="shuffle"):
-        ftdata.make_loader(tokenized, tok, 8, shuffle=False, group_by_length=True)
+
+
+def test_group_by_length_without_shuffle_is_a_fixed_longest_first_order():
+    tokenized, tok = fake_tokenized(), PadOnlyTokenizer()
+    lengths = [len(ids) for ids in tokenized["input_ids"]]
+    loader = ftdata.make_loader(tokenized, tok, 8, shuffle=False, group_by_length=True)
+    rows = [r for b in epoch_rows(loader) for r in b]
+    assert sorted(rows) == list(range(len(lengths)))  # every row once
+    assert rows == sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))  # longest first, ties in row order
+    assert epoch_rows(loader) == epoch_rows(loader)  # the same order every pass
+    plain = ftdata.make_loader(tokenized, tok, 8, shuffle=False)
+    assert padding_fraction(loader) < 0.05 < 0.3 < padding_fraction(plain)
+
+
+def test_sorted_evaluation_gives_the_same_metrics():
+    from ftcourse.train import evaluate
+
+    class MeanEmbedding(torch.nn.Module):
+        """Logits from the mean of the non-padding token embeddings: padding cannot leak in."""
+
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(500, 2, dtype=torch.float64)
+
+        def forward(self, input_ids, attention_mask):
+            mask = attention_mask.unsqueeze(-1).to(torch.float64)
+            logits = (self.emb(input_ids) * mask).sum(1) / mask.sum(1)
+            return type("Out", (), {"logits": logits})
+
+    torch.manual_seed(0)
+    model, tokenized, tok = MeanEmbedding(), fake_tokenized(), PadOnlyTokenizer()
+    plain = evaluate(model, ftdata.make_loader(tokenized, tok, 16, shuffle=False), torch.device("cpu"))
+    grouped = evaluate(model, ftdata.make_loader(tokenized, tok, 16, shuffle=False, group_by_length=True), torch.device("cpu"))
+    assert grouped["n"] == plain["n"] == len(tokenized) and grouped["accuracy"] == plain["accuracy"]
+    assert grouped["loss"] == pytest.approx(plain["loss"], rel=1e-12)
