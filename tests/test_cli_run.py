@@ -60,3 +60,27 @@ def test_run_keeps_matplotlib_figures_even_with_a_non_interactive_backend(tmp_pa
     assert any("image/png" in out.get("data", {}) for out in executed.cells[0].outputs)
     assert (results / "figures" / "98_plot_1.png").is_file()
     assert os.environ["MPLBACKEND"] == "Agg"  # the caller's environment is restored
+
+
+def test_info_reports_what_is_found_and_how_to_fix_what_is_not(tmp_path, monkeypatch, capsys):
+    (tmp_path / "sst2").mkdir()
+    for name in ("train.jsonl", "validation.jsonl"):
+        (tmp_path / "sst2" / name).write_text('{"sentence": "fine", "label": 1}\n')
+    monkeypatch.setenv("FTCOURSE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("FTCOURSE_PROFILE", "ci")
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "torch " in out and "device: " in out and "profile: ci" in out and "found" in out
+
+    monkeypatch.setenv("FTCOURSE_DATA_DIR", str(tmp_path / "nowhere"))
+    assert main(["info"]) == 1
+    assert "MISSING sst2/train.jsonl" in capsys.readouterr().out
+
+    monkeypatch.delenv("FTCOURSE_DATA_DIR")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["info"]) == 1
+    assert "set FTCOURSE_DATA_DIR" in capsys.readouterr().out
+
+    monkeypatch.setenv("FTCOURSE_PROFILE", "laptop")
+    assert main(["info"]) == 1
+    assert "'laptop' is not one of ci, cpu, gpu" in capsys.readouterr().out
