@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import math
+import os
 import sys
 import types
 
@@ -268,30 +269,6 @@ LARS_GRID = [
 ]
 
 
-def timm_optimizer(name):
-    """timm's ``Lars`` or ``Lamb``, or skip the test where timm is not installed.
-
-    ``import timm`` imports torchvision, and torchvision's PyPI wheels are CUDA builds whose operators do
-    not load against the CPU torch wheel (``operator torchvision::nms does not exist``). timm's
-    ``optim/lars.py`` and ``optim/lamb.py`` need only torch, so where the full import fails they are
-    loaded from the installed package without running ``timm/__init__.py``: the same code, unchanged.
-    CI installs ``timm`` with ``--no-deps`` for this (scripts/test.sh).
-    """
-    if "timm.optim" not in sys.modules:
-        spec = importlib.util.find_spec("timm")
-        if spec is None:
-            pytest.skip("timm is not installed")
-        try:
-            importlib.import_module("timm.optim")
-        except Exception:  # ImportError (no torchvision), RuntimeError (torchvision's operators)
-            root = spec.submodule_search_locations[0]
-            for package, path in (("timm", root), ("timm.optim", f"{root}/optim")):
-                stub = types.ModuleType(package)
-                stub.__path__ = [path]
-                sys.modules[package] = stub
-    return getattr(importlib.import_module(f"timm.optim.{name.lower()}"), name)
-
-
 @SCALES
 @pytest.mark.parametrize("trust_clip", [False, True])
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-4, 0.1])
@@ -386,6 +363,32 @@ def test_lamb_group_step_advances_without_gradients():
 def test_lamb_default_arguments():
     d = LAMB([nn.Parameter(torch.zeros(1))]).defaults
     assert (d["lr"], d["betas"], d["eps"], d["weight_decay"]) == (1e-3, (0.9, 0.999), 1e-6, 0.01)
+
+
+def timm_optimizer(name):
+    """timm's ``Lars`` or ``Lamb``, or skip the test where timm is not installed.
+
+    ``import timm`` imports torchvision, and torchvision's PyPI wheels are CUDA builds whose operators do
+    not load against the CPU torch wheel (``operator torchvision::nms does not exist``). timm's
+    ``optim/lars.py`` and ``optim/lamb.py`` need only torch, so where the full import fails they are
+    loaded from the installed package without running ``timm/__init__.py``: the same code, unchanged.
+    CI installs ``timm`` with ``--no-deps`` for this (scripts/test.sh).
+    """
+    if "timm.optim" not in sys.modules:
+        spec = importlib.util.find_spec("timm")
+        if spec is None:
+            if os.environ.get("CI"):  # scripts/test.sh installs it: a skip there would hide the parity check
+                pytest.fail("timm is not installed in CI: scripts/test.sh must install timm==1.0.31 --no-deps")
+            pytest.skip("timm is not installed")
+        try:
+            importlib.import_module("timm.optim")
+        except Exception:  # ImportError (no torchvision), RuntimeError (torchvision's operators)
+            root = spec.submodule_search_locations[0]
+            for package, path in (("timm", root), ("timm.optim", f"{root}/optim")):
+                stub = types.ModuleType(package)
+                stub.__path__ = [path]
+                sys.modules[package] = stub
+    return getattr(importlib.import_module(f"timm.optim.{name.lower()}"), name)
 
 
 @SCALES
