@@ -3,11 +3,17 @@
 Modes: ``None``/``"fp32"`` (full precision), ``"fp16"`` (CUDA: fp16 autocast with a
 ``GradScaler``, because fp16's smallest normal number is 6e-5 and small gradients underflow
 to zero without loss scaling), ``"bf16"`` (autocast to bfloat16: fp32's exponent range, so no
-scaler), ``"auto"`` (CUDA: bf16 where supported, else fp16; elsewhere fp32, with a printed message).
+scaler), ``"auto"`` (CUDA: bf16 where the GPU computes it natively, else fp16 with a scaler;
+elsewhere fp32, with a printed message).
+
+Native bf16 means compute capability >= 8.0 (Ampere: A100, A10, RTX 30xx; Hopper; ...).
+``torch.cuda.is_bf16_supported()`` is not that test: by default it also counts emulation and
+returns True on a T4 (capability 7.5, Colab's free GPU), where bf16 autocast runs far slower than
+fp16. So ``"auto"`` on a T4 is fp16 + ``GradScaler``.
 
 A mode the device cannot honour falls back with a printed message, never silently:
-fp16 on CPU becomes bf16 (CPU autocast supports bf16), bf16 on a CUDA GPU without bf16 becomes
-fp16 with a scaler, anything on MPS becomes fp32.
+fp16 on CPU becomes bf16 (CPU autocast supports bf16), bf16 on a CUDA GPU without native bf16
+becomes fp16 with a scaler, anything on MPS becomes fp32.
 
 Reference: PyTorch "Automatic Mixed Precision" docs (torch.amp.autocast, torch.amp.GradScaler);
 Micikevicius et al. 2018, "Mixed Precision Training" (loss scaling).
@@ -21,23 +27,44 @@ import torch
 MODES = (None, "fp32", "fp16", "bf16", "auto")
 
 
-def _resolve(mode: str | None, device_type: str, verbose: bool) -> torch.dtype | None:
+NATIVE_BF16_CAPABILITY = (8, 0)
+
+
+def cuda_has_native_bf16(device: str | torch.device = "cuda") -> bool:
+    """True on a GPU of compute capability >= 8.0 (see the module docstring; a T4 is 7.5)."""
+    return tuple(torch.cuda.get_device_capability(torch.device(device))) >= NATIVE_BF16_CAPABILITY
+
+
+def _gpu_words(device: torch.device) -> str:
+    major, minor = torch.cuda.get_device_capability(device)
+    return f"{torch.cuda.get_device_name(device)}, compute capability {major}.{minor}"
+
+
+def _resolve(mode: str | None, device: torch.device, verbose: bool) -> torch.dtype | None:
     if mode not in MODES:
         raise ValueError(f"amp must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
 
-    def fallback(to, why):
+    def say(message):
         if verbose:
-            print(f"[ftcourse.amp] {why}: using {to} instead of {mode}.")
+            print(f"[ftcourse.amp] {message}")
+
+    def fallback(to, why):
+        say(f"{why}: using {to} instead of {mode}.")
         return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[to]
 
     if mode in (None, "fp32"):
         return None
+    device_type = device.type
     if device_type == "cuda":
-        bf16_ok = torch.cuda.is_bf16_supported()
+        native = cuda_has_native_bf16(device)
         if mode == "auto":
-            return torch.bfloat16 if bf16_ok else torch.float16
-        if mode == "bf16" and not bf16_ok:
-            return fallback("fp16", "this GPU has no bfloat16 support")
+            choice = "bf16" if native else "fp16"
+            say(f"amp='auto' on {_gpu_words(device)}: {choice}"
+                + ("" if native else " with a GradScaler (no native bfloat16 below capability 8.0)") + ".")
+            return torch.bfloat16 if native else torch.float16
+        if mode == "bf16" and not native:
+            return fallback("fp16", f"{_gpu_words(device)} has no native bfloat16 (autocast would emulate it, "
+                                    "far slower than fp16)")
         return torch.float16 if mode == "fp16" else torch.bfloat16
     if device_type == "cpu":
         if mode == "auto":
@@ -61,8 +88,11 @@ class Precision:
     """
 
     def __init__(self, mode: str | None = None, device: str | torch.device = "cpu", *, scaler=None, verbose: bool = True):
-        self.device_type = torch.device(device).type
-        self.dtype = _resolve(mode, self.device_type, verbose)
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None and torch.cuda.is_available():
+            device = torch.device("cuda", torch.cuda.current_device())
+        self.device_type = device.type
+        self.dtype = _resolve(mode, device, verbose)
         if scaler is None and self.dtype == torch.float16:
             scaler = torch.amp.GradScaler(self.device_type)
         self.scaler = scaler

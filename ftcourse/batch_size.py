@@ -14,7 +14,7 @@ Hugging Face Accelerate's ``find_executable_batch_size`` and PyTorch Lightning's
 On CUDA a trial that raises ``torch.cuda.OutOfMemoryError`` does not fit; the cache is emptied
 before the next, smaller, trial. On a CPU nothing raises (the OS swaps, or kills the process), so
 the caller gives a memory budget and a trial fits when the memory it adds, measured with
-:class:`ftcourse.train.PeakMemory`, stays within it.
+:class:`ftcourse.memory.PeakMemory`, stays within it.
 
 The batch size changes the optimisation (gradient noise, steps per epoch), so keep the *effective*
 batch fixed and make up the difference with gradient accumulation: :func:`accumulation_for`.
@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 import torch
 
-from .train import PeakMemory
+from .memory import PeakMemory, rss_mb
 
 SUPPORTED_DEVICE_TYPES = ("cuda", "cpu")
 
@@ -132,7 +132,7 @@ def _trial(try_batch, batch: int, device: torch.device, budget: float | None) ->
         peak = memory.peak_mb
     else:
         _release_cpu_memory()
-        before = PeakMemory._rss_mb()
+        before = rss_mb()
         with PeakMemory(device) as memory:
             try_batch(batch)
         peak = memory.peak_mb - before

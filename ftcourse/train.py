@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import os
 import random
-import threading
+import warnings
 import time
 from dataclasses import dataclass, field
 
@@ -46,6 +46,7 @@ from tqdm import tqdm  # plain text bar: no ipywidgets needed in Jupyter or nbva
 
 from .accumulation import accumulation_windows, count_items, summed_loss
 from .amp import Precision
+from .memory import PeakMemory
 
 
 def set_seed(seed: int) -> None:
@@ -53,6 +54,30 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds CUDA and MPS
+
+
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+def use_deterministic_algorithms(enabled: bool = True) -> None:
+    """Ask for run-to-run identical results on CUDA (CPU runs already are, for a fixed thread count).
+
+    CUDA does not promise bit-identical reruns: cuBLAS picks reduction orders per workspace, and
+    some kernels (atomics in backward passes) add in a random order. This turns on
+    ``torch.use_deterministic_algorithms`` (with ``warn_only=True``: an op with no deterministic
+    kernel warns instead of stopping the course), turns off cuDNN autotuning, and sets
+    ``CUBLAS_WORKSPACE_CONFIG``, which cuBLAS reads only when CUDA initialises: call this before
+    anything touches the GPU (``notebook_setup`` does). Deterministic kernels can be slower.
+    """
+    if enabled:
+        if torch.cuda.is_available() and torch.cuda.is_initialized() and \
+                os.environ.get("CUBLAS_WORKSPACE_CONFIG") != CUBLAS_WORKSPACE:
+            warnings.warn("use_deterministic_algorithms: CUDA is already initialised, so CUBLAS_WORKSPACE_CONFIG "
+                          "comes too late for cuBLAS; call it first (restart the kernel)", RuntimeWarning, stacklevel=2)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = enabled
 
 
 def pick_device(device: str | torch.device | None = None, verbose: bool = True) -> torch.device:
@@ -75,55 +100,42 @@ def move_batch(batch, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-class PeakMemory:
-    """Peak memory of a block, in MiB. CUDA: max allocated. CPU: peak resident set size (sampled)."""
+def _row_order(loader, n: int) -> np.ndarray | None:
+    """Dataset row of each item in the order ``loader`` yields them (None: the order is the rows').
 
-    def __init__(self, device: torch.device, interval_s: float = 0.005):
-        self.device, self.interval_s = torch.device(device), interval_s
-        self.peak_mb = float("nan")
-
-    @staticmethod
-    def _rss_mb() -> float:
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-        except (OSError, ValueError):
-            import resource  # not Linux: lifetime peak, the best that is portable
-
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    def _sample(self):
-        while not self._stop.wait(self.interval_s):
-            self.peak_mb = max(self.peak_mb, self._rss_mb())
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            self.peak_mb = self._rss_mb()
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.peak_mb = max(self.peak_mb, self._rss_mb())
-        return False
+    A ``DataLoader`` with ``shuffle=False`` (``SequentialSampler``) yields rows in order; one whose
+    sampler is a fixed sequence of indices (``make_loader(group_by_length=True, shuffle=False)``:
+    longest first) yields them in that order. A random sampler has no fixed order to undo.
+    """
+    sampler = getattr(loader, "sampler", None)
+    if sampler is None or isinstance(sampler, torch.utils.data.SequentialSampler):
+        return None
+    if isinstance(sampler, (list, tuple, range, np.ndarray)):
+        order = np.asarray(sampler, dtype=np.int64)
+        if len(order) != n or not np.array_equal(np.sort(order), np.arange(n)):
+            raise ValueError(f"the loader's sampler is not a permutation of its {n} rows: predictions have no row order")
+        return order
+    raise ValueError(f"return_predictions needs a loader in a fixed order (shuffle=False, or a list of row indices "
+                     f"as its sampler); got a {type(sampler).__name__}, whose order changes from pass to pass")
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device | None = None, precision: Precision | None = None) -> dict:
-    """Mean loss and accuracy over ``loader``, in eval mode (dropout off); restores train mode."""
+def evaluate(model: nn.Module, loader, device: torch.device | None = None, precision: Precision | None = None,
+             return_predictions: bool = False) -> dict:
+    """Mean loss and accuracy over ``loader``, in eval mode (dropout off); restores train mode.
+
+    ``precision``: evaluate under the same autocast as training (default: fp32).
+    ``return_predictions``: also return ``predictions`` (the argmax class), ``labels`` and ``logits``
+    (float32) as numpy arrays in **dataset row order**, also when the loader yields the rows in
+    another fixed order (length-sorted evaluation batches), so two runs can be compared example
+    by example. Sequence classification only (one label per row).
+    """
     device = device or next(model.parameters()).device
     precision = precision or Precision(None, device)
     was_training = model.training
     model.eval()
     loss_sum, correct, n = 0.0, 0, 0
+    kept_logits, kept_labels = [], []
     for batch in loader:
         batch = move_batch(batch, device)
         labels = batch.pop("labels")
@@ -132,8 +144,23 @@ def evaluate(model: nn.Module, loader, device: torch.device | None = None, preci
         loss_sum += summed_loss(logits, labels).item()
         correct += (logits.argmax(-1) == labels).sum().item()
         n += count_items(labels)
+        if return_predictions:
+            kept_logits.append(logits.detach().float().cpu())
+            kept_labels.append(labels.cpu())
     model.train(was_training)
-    return {"loss": loss_sum / n, "accuracy": correct / n, "n": n}
+    if n == 0:
+        raise ValueError("evaluate: the loader yielded no labelled item (an empty loader?): there is nothing to average")
+    metrics = {"loss": loss_sum / n, "accuracy": correct / n, "n": n}
+    if return_predictions:
+        logits_np = torch.cat(kept_logits).numpy()
+        labels_np = torch.cat(kept_labels).numpy()
+        order = _row_order(loader, len(labels_np))
+        if order is not None:  # item k of the pass is row order[k]: put it back there
+            unsorted_logits, unsorted_labels = np.empty_like(logits_np), np.empty_like(labels_np)
+            unsorted_logits[order], unsorted_labels[order] = logits_np, labels_np
+            logits_np, labels_np = unsorted_logits, unsorted_labels
+        metrics.update(predictions=logits_np.argmax(-1), labels=labels_np, logits=logits_np)
+    return metrics
 
 
 class Callback:

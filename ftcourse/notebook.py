@@ -1,0 +1,92 @@
+"""The first and last cells of every notebook: what runs where, and how long it took.
+
+Course harness (not a technique module): ``notebook_setup()`` in the first cell prints the device,
+the profile and the versions, and starts the clock; ``notebook_footer()`` in the last cell prints
+the elapsed wall time, the profile, the machine and the versions, so every executed notebook says
+how long it took and where.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+import warnings
+
+# tqdm.auto (imported by datasets and transformers) warns "IProgress not found" when ipywidgets is
+# missing, with the path of the user's environment in the message. Its fallback, the plain text bar,
+# is what the course uses anyway, so the warning says nothing a learner needs.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
+_started: dict = {}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine_description() -> str:
+    """One line: the GPU if there is one, else the CPU model and torch's thread count."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"GPU {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda}); CPU {cpu_model()}"
+    return f"CPU {cpu_model()}, {torch.get_num_threads()} threads ({os.cpu_count()} logical CPUs), no GPU"
+
+
+def versions() -> str:
+    import datasets
+    import torch
+    import transformers
+
+    from . import __version__
+
+    return (f"python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
+            f"datasets {datasets.__version__}, ftcourse {__version__}")
+
+
+def notebook_setup(profile_name: str | None = None):
+    """Start the clock, print device, profile and versions; return ``(profile, device)``.
+
+    On CUDA it also asks for deterministic kernels (``ftcourse.train.use_deterministic_algorithms``)
+    before anything touches the GPU, so that two runs with the same seed give the same losses.
+    """
+    import torch
+
+    from .profiles import get_profile
+    from .train import pick_device, use_deterministic_algorithms
+
+    _started.update(time=time.perf_counter(), profile=None)
+    profile = get_profile(profile_name)
+    _started["profile"] = profile.name
+    if torch.cuda.is_available():
+        use_deterministic_algorithms(True)
+    device = pick_device()
+    print(f"profile: {profile.name} (model {profile.model_id}, {profile.train_size} training examples, "
+          f"{profile.epochs} epochs, batch {profile.batch_size}, seeds {list(profile.seeds)})")
+    print(versions())
+    return profile, device
+
+
+def elapsed_s() -> float:
+    """Seconds since ``notebook_setup()`` (NaN if it was not called)."""
+    start = _started.get("time")
+    return float("nan") if start is None else time.perf_counter() - start
+
+
+def notebook_footer() -> str:
+    """Print (and return) the timing footer: elapsed time, profile, machine, versions."""
+    seconds = elapsed_s()
+    minutes = f"{seconds / 60:.1f} min" if seconds == seconds else "unknown (notebook_setup() was not called)"
+    text = (f"elapsed: {minutes} ({seconds:.0f} s) in the {_started.get('profile') or '?'} profile\n"
+            f"machine: {machine_description()}\n"
+            f"versions: {versions()}")
+    print(text)
+    return text
