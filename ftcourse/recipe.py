@@ -1,6 +1,8 @@
 """The combined fine-tuning recipe of notebook 11, as keyword arguments for ``fine_tune``.
 
-The seed article stacks five tricks on roberta-base: layer-wise lr decay (LLRD), warmup,
+Course harness (not a technique module).
+
+The article "Advanced Techniques for Fine-tuning Transformers" (Towards Data Science) stacks five tricks on roberta-base: layer-wise lr decay (LLRD), warmup,
 re-initialising the top layers, SWA, and frequent evaluation keeping the best checkpoint. Each is
 one piece of this package; :func:`recipe_fine_tune_kwargs` switches them on one by one, so that
 a cumulative table (baseline, + LLRD, + warmup, ...) is a loop over calls::
@@ -22,19 +24,26 @@ the best validation accuracy is loaded into the model (the average only if stric
 """
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 
 from torch import nn
 
-from .early_stopping import EarlyStopping
+from .early_stopping import EarlyStopping, EarlyStoppingCallback
 from .llrd import grouped_llrd_param_groups, llrd_param_groups
 from .param_groups import decay_param_groups
 from .reinit import reinit_top_layers
 from .swa import SWACallback
 
 
-class BestOfCallback:
+class BestOfCallback(EarlyStoppingCallback):
     """Early stopping on validation accuracy, then keep the best of {evaluated checkpoints, SWA average}.
+
+    An :class:`ftcourse.early_stopping.EarlyStoppingCallback` (its bookkeeping: the best evaluation,
+    patience, the exact snapshot, a fresh start in every run) that does not restore by itself:
+    at the end it compares the best checkpoint's validation accuracy with the SWA average's and
+    loads the better one (the average only if strictly better).
 
     ``patience``: evaluations without improvement before stopping (None: never stop, only select).
     ``swa``: the run's :class:`ftcourse.swa.SWACallback` (listed *before* this callback, so that its
@@ -43,14 +52,14 @@ class BestOfCallback:
     """
 
     def __init__(self, patience: int | None, swa: SWACallback | None = None):
-        self.early_stopping = EarlyStopping(patience=patience, mode="max", verbose=False)
+        super().__init__(EarlyStopping(patience=patience, mode="max", verbose=False), metric="accuracy", restore=False)
         self.swa = swa
         self.chosen: str | None = None
         self.scores: dict[str, float] = {}
 
-    def on_evaluate(self, state, metrics: dict) -> None:
-        if self.early_stopping.step(metrics["accuracy"], state.model):
-            state.should_stop = True
+    def on_train_begin(self, state) -> None:
+        super().on_train_begin(state)
+        self.chosen, self.scores = None, {}
 
     def on_train_end(self, state) -> None:
         es = self.early_stopping
@@ -66,6 +75,14 @@ class BestOfCallback:
         else:
             es.restore_best(state.model)
             self.chosen = "checkpoint"
+
+
+def _check_number(name: str, value, low: float, high: float, *, low_open: bool, high_open: bool) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
 
 
 def recipe_fine_tune_kwargs(
@@ -97,8 +114,23 @@ def recipe_fine_tune_kwargs(
     """
     if llrd_decay is not None and group_lr_ratios is not None:
         raise ValueError("give llrd_decay (LLRD) or group_lr_ratios (grouped LLRD), not both")
-    if isinstance(reinit_layers, bool) or not isinstance(reinit_layers, int) or reinit_layers < 0:
+    if llrd_decay is not None:
+        _check_number("llrd_decay", llrd_decay, 0, 1, low_open=True, high_open=False)
+    if group_lr_ratios is not None:
+        if isinstance(group_lr_ratios, (str, bytes)) or len(group_lr_ratios) == 0:
+            raise ValueError(f"group_lr_ratios must be a non-empty sequence of numbers > 0, got {group_lr_ratios!r}")
+        for i, ratio in enumerate(group_lr_ratios):
+            _check_number(f"group_lr_ratios[{i}]", ratio, 0, math.inf, low_open=True, high_open=True)
+    _check_number("head_lr_ratio", head_lr_ratio, 0, math.inf, low_open=True, high_open=True)
+    _check_number("warmup_ratio", warmup_ratio, 0, 1, low_open=False, high_open=True)
+    if swa_start is not None:
+        _check_number("swa_start", swa_start, 0, 1, low_open=True, high_open=False)
+    if isinstance(reinit_layers, bool) or not isinstance(reinit_layers, numbers.Integral) or reinit_layers < 0:
         raise ValueError(f"reinit_layers must be an int >= 0, got {reinit_layers!r}")
+    reinit_layers = int(reinit_layers)
+    for name, value in (("evals_per_epoch", evals_per_epoch), ("early_stopping_patience", early_stopping_patience)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+            raise ValueError(f"{name} must be an int >= 1{' or None' if name != 'evals_per_epoch' else ''}, got {value!r}")
     choose = select_best or early_stopping_patience is not None
 
     def prepare_model(model: nn.Module) -> None:

@@ -33,6 +33,7 @@ time and tokens/s; per evaluation the validation loss and accuracy; and peak mem
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import random
 import warnings
@@ -188,9 +189,19 @@ class History:
     steps: list[dict] = field(default_factory=list)  # one row per optimizer step
     evals: list[dict] = field(default_factory=list)  # one row per evaluation
     peak_memory_mb: float = float("nan")
-    train_time_s: float = 0.0
+    train_time_s: float = 0.0  # forward, backward and optimizer steps only
+    eval_time_s: float = 0.0  # the loop's validation passes
+    callback_time_s: float = 0.0  # callbacks' own work (snapshots, SWA's final evaluation, ...)
     skipped_steps: int = 0  # optimizer steps skipped by the GradScaler (inf/nan gradients)
     stopped_early: bool = False  # a callback stopped training before its planned last step
+    diverged: bool = False  # training stopped at a non-finite loss or gradient (see train())
+    diverged_step: int | None = None
+
+    @property
+    def samples_per_s(self) -> float:
+        """Training examples per second of training time (evaluation and callbacks excluded)."""
+        items = sum(row["items"] for row in self.steps)
+        return items / self.train_time_s if self.train_time_s > 0 else float("nan")
 
     def steps_frame(self):
         import pandas as pd
@@ -222,6 +233,25 @@ class TrainState:
         return evaluate(model or self.model, self.eval_loader, self.device, self.precision)
 
 
+MAX_CONSECUTIVE_SKIPS = 20
+
+
+def _positive_int(name: str, value, allowed: str = "an int >= 1") -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return int(value)
+
+
+def evaluation_steps(steps_per_epoch: int, epochs: int, evals_per_epoch: int) -> list[int]:
+    """The optimizer steps after which to evaluate: ``evals_per_epoch`` evenly spaced points in each
+    epoch, the last at the epoch's end (step ``e·S + ceil(j·S/E)`` for j = 1..E); at most one per step."""
+    points = set()
+    for epoch in range(epochs):
+        for j in range(1, evals_per_epoch + 1):
+            points.add(epoch * steps_per_epoch + math.ceil(j * steps_per_epoch / evals_per_epoch))
+    return sorted(points)
+
+
 def train(
     model: nn.Module,
     train_loader,
@@ -232,6 +262,7 @@ def train(
     max_steps: int | None = None,
     eval_loader=None,
     eval_every: int | None = None,
+    evals_per_epoch: int | None = None,
     max_grad_norm: float | None = 1.0,
     accumulation_steps: int = 1,
     precision: Precision | str | None = None,
@@ -241,13 +272,35 @@ def train(
 ) -> History:
     """Fine-tune ``model`` and return its :class:`History` (see the module docstring for the loop).
 
-    ``eval_every``: evaluate every this many optimizer steps (and after the last step); ``None``
-    evaluates at the end of every epoch. ``max_grad_norm=None`` measures the norm without clipping.
+    Evaluation: ``evals_per_epoch=E`` evaluates at E evenly spaced points of every epoch (the last
+    at its end); ``eval_every=n`` every n optimizer steps and after the last one; neither: at the
+    end of every epoch. ``max_grad_norm=None`` measures the gradient norm without clipping.
+
+    Divergence: training stops at the first step whose loss is not finite, or (without a
+    GradScaler) whose gradient norm is not finite; that step is not applied, so the model keeps its
+    last finite weights. With fp16 and a GradScaler, a skipped step (inf/nan gradients) is the
+    scaler's normal calibration; only ``MAX_CONSECUTIVE_SKIPS`` (20) skips in a row, which take the
+    loss scale from its 2^16 start below 2^-4, count as divergence. Either way ``History.diverged``
+    is set and a ``RuntimeWarning`` names the step.
     """
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    if eval_every is not None and eval_every < 1:
-        raise ValueError(f"eval_every must be >= 1 or None, got {eval_every}")
+    epochs = _positive_int("epochs", epochs)
+    accumulation_steps = _positive_int("accumulation_steps", accumulation_steps)
+    if max_steps is not None:
+        max_steps = _positive_int("max_steps", max_steps, "an int >= 1 or None")
+    if eval_every is not None:
+        eval_every = _positive_int("eval_every", eval_every, "an int >= 1 or None")
+    if evals_per_epoch is not None:
+        evals_per_epoch = _positive_int("evals_per_epoch", evals_per_epoch, "an int >= 1 or None")
+        if eval_every is not None:
+            raise ValueError("give eval_every or evals_per_epoch, not both")
+    if max_grad_norm is not None and (isinstance(max_grad_norm, bool) or not isinstance(max_grad_norm, numbers.Real)
+                                      or not math.isfinite(max_grad_norm) or max_grad_norm <= 0):
+        raise ValueError(f"max_grad_norm must be a finite number > 0, or None to measure the norm without "
+                         f"clipping; got {max_grad_norm!r}")
+    if len(train_loader) == 0:
+        raise ValueError("train_loader is empty: there is nothing to train on")
+    if eval_loader is not None and len(eval_loader) == 0:
+        raise ValueError("eval_loader is empty: pass None to train without evaluation")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     if not isinstance(precision, Precision):
         precision = Precision(precision, device)
@@ -255,26 +308,49 @@ def train(
     model.to(device)
     steps_per_epoch = math.ceil(len(train_loader) / accumulation_steps)
     total_steps = steps_per_epoch * epochs if max_steps is None else min(max_steps, steps_per_epoch * epochs)
+    if evals_per_epoch is not None:
+        eval_points = set(evaluation_steps(steps_per_epoch, epochs, evals_per_epoch)) | {total_steps}
+    elif eval_every is not None:
+        eval_points = set(range(eval_every, total_steps + 1, eval_every)) | {total_steps}
+    else:
+        eval_points = None  # the end of every epoch
     history = History()
     state = TrainState(model, optimizer, scheduler, device, precision, history, total_steps, eval_loader)
     params = [p for group in optimizer.param_groups for p in group["params"]]
+    clock = {"eval": 0.0, "callbacks": 0.0}
+
+    def notify(event: str, *args) -> None:
+        t = time.perf_counter()
+        _notify(callbacks, event, *args)
+        clock["callbacks"] += time.perf_counter() - t
 
     def run_evaluation():
         if eval_loader is None:
             return
+        t = time.perf_counter()
         metrics = state.evaluate()
+        clock["eval"] += time.perf_counter() - t
         history.evals.append({"step": state.step, "epoch": state.epoch, **{f"val_{k}": v for k, v in metrics.items() if k != "n"}})
-        _notify(callbacks, "on_evaluate", state, metrics)
+        notify("on_evaluate", state, metrics)
 
-    _notify(callbacks, "on_train_begin", state)
+    def diverge(why: str) -> None:
+        history.diverged, history.diverged_step = True, state.step
+        state.should_stop = True
+        warnings.warn(f"train: diverged at optimizer step {state.step}: {why}; training stopped there "
+                      "(the model keeps the weights before that step)", RuntimeWarning, stacklevel=3)
+
+    start = time.perf_counter()
+    notify("on_train_begin", state)
     bar = tqdm(total=total_steps, disable=not progress, desc="train", leave=False, mininterval=1.0)
     model.train()
     # Gradients left over from before the call (a gradient inspected in a notebook cell, an earlier
     # run) would otherwise be added to the first window's gradient.
     optimizer.zero_grad(set_to_none=True)
-    start = time.perf_counter()
+    consecutive_skips = 0
     with PeakMemory(device) as memory:
         for epoch in range(epochs):
+            if state.should_stop:  # also a stop asked for in on_train_begin: zero steps
+                break
             state.epoch = epoch
             for window in accumulation_windows(train_loader, accumulation_steps):
                 t0 = time.perf_counter()
@@ -294,11 +370,20 @@ def train(
                 # Clipping also returns the norm; max_grad_norm=None only measures it.
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf")).item()
                 lrs = [group["lr"] for group in optimizer.param_groups]  # the lrs this step uses
+                state.step += 1
+                if not math.isfinite(window_loss) or (precision.scaler is None and not math.isfinite(grad_norm)):
+                    optimizer.zero_grad(set_to_none=True)
+                    history.steps.append({"step": state.step, "epoch": epoch, "items": n_items, "loss": window_loss,
+                                          "grad_norm": grad_norm, **{f"lr_{i}": lr for i, lr in enumerate(lrs)},
+                                          "time_s": time.perf_counter() - t0, "tokens_per_s": float("nan"),
+                                          "stepped": False})
+                    diverge(f"loss {window_loss}, gradient norm {grad_norm}")
+                    break
                 stepped = precision.step(optimizer)
                 if stepped and state.scheduler is not None:
                     state.scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                state.step += 1
+                consecutive_skips = 0 if stepped else consecutive_skips + 1
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)  # honest step times
                 dt = time.perf_counter() - t0
@@ -310,20 +395,25 @@ def train(
                 })
                 bar.update(1)
                 bar.set_postfix(loss=f"{window_loss:.3f}", refresh=False)
-                _notify(callbacks, "on_step_end", state)
-                if eval_every is not None and (state.step % eval_every == 0 or state.step == total_steps):
+                if consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
+                    diverge(f"{consecutive_skips} consecutive steps skipped by the GradScaler "
+                            f"(loss scale now {precision.loss_scale})")
+                    break
+                notify("on_step_end", state)
+                if eval_points is not None and state.step in eval_points:
                     run_evaluation()
                 if state.should_stop or state.step >= total_steps:
                     break
-            if eval_every is None and not state.should_stop:
+            if eval_points is None and not state.should_stop:
                 run_evaluation()
             if state.should_stop or state.step >= total_steps:
                 break
     bar.close()
-    history.train_time_s = time.perf_counter() - start
     history.peak_memory_mb = memory.peak_mb
     history.skipped_steps = precision.skipped_steps - skipped_before
     # A stop requested at the last evaluation saves nothing: that run trained to the end.
-    history.stopped_early = state.should_stop and state.step < total_steps
-    _notify(callbacks, "on_train_end", state)
+    history.stopped_early = state.should_stop and state.step < total_steps and not history.diverged
+    notify("on_train_end", state)
+    history.eval_time_s, history.callback_time_s = clock["eval"], clock["callbacks"]
+    history.train_time_s = time.perf_counter() - start - clock["eval"] - clock["callbacks"]
     return history

@@ -6,6 +6,7 @@ import base64
 import os
 
 import nbformat
+import pytest
 
 from ftcourse.cli import main, save_figures
 
@@ -64,7 +65,7 @@ def test_run_keeps_matplotlib_figures_even_with_a_non_interactive_backend(tmp_pa
 
 def test_info_reports_what_is_found_and_how_to_fix_what_is_not(tmp_path, monkeypatch, capsys):
     (tmp_path / "sst2").mkdir()
-    for name in ("train.jsonl", "validation.jsonl"):
+    for name in ("train.jsonl", "validation.jsonl", "test.jsonl"):
         (tmp_path / "sst2" / name).write_text('{"sentence": "fine", "label": 1}\n')
     monkeypatch.setenv("FTCOURSE_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("FTCOURSE_PROFILE", "ci")
@@ -74,7 +75,11 @@ def test_info_reports_what_is_found_and_how_to_fix_what_is_not(tmp_path, monkeyp
 
     monkeypatch.setenv("FTCOURSE_DATA_DIR", str(tmp_path / "nowhere"))
     assert main(["info"]) == 1
-    assert "MISSING sst2/train.jsonl" in capsys.readouterr().out
+    assert "MISSING sst2/train.jsonl, sst2/validation.jsonl, sst2/test.jsonl" in capsys.readouterr().out
+    (tmp_path / "sst2" / "test.jsonl").unlink()
+    monkeypatch.setenv("FTCOURSE_DATA_DIR", str(tmp_path))
+    assert main(["info"]) == 1
+    assert "MISSING sst2/test.jsonl" in capsys.readouterr().out
 
     monkeypatch.delenv("FTCOURSE_DATA_DIR")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -84,3 +89,52 @@ def test_info_reports_what_is_found_and_how_to_fix_what_is_not(tmp_path, monkeyp
     monkeypatch.setenv("FTCOURSE_PROFILE", "laptop")
     assert main(["info"]) == 1
     assert "'laptop' is not one of ci, cpu, gpu" in capsys.readouterr().out
+
+
+def _demo_notebooks(tmp_path, sources: dict):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    for name, source in sources.items():
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in source]), notebooks / name)
+    return notebooks
+
+
+def test_a_failing_notebook_keeps_its_outputs_and_the_rest_still_run(tmp_path, capsys):
+    notebooks = _demo_notebooks(tmp_path, {
+        "97_fails.ipynb": ["print('before the error')", "raise RuntimeError('boom')", "print('never')"],
+        "98_fine.ipynb": [
+            "from ftcourse.experiment import claim, save_claims\n"
+            "save_claims('98_fine', [claim('c', 's', effect='+0.01', verdict='better')])",
+        ],
+    })
+    results = tmp_path / "results"
+    assert main(["run", "--profile", "ci", "--notebook-dir", str(notebooks), "--results-dir", str(results)]) == 1
+    failed = nbformat.read(results / "notebooks" / "97_fails.ipynb", as_version=4)
+    assert "before the error" in failed.cells[0].outputs[0]["text"]
+    assert failed.cells[1].outputs[0]["output_type"] == "error"
+    assert (results / "notebooks" / "98_fine.ipynb").is_file()
+    summary = (results / "summary.md").read_text()
+    assert "| 97_fails.ipynb |" in summary and "FAILED: RuntimeError: boom" in summary and "| 98_fine.ipynb |" in summary
+    claims = (results / "claims.md").read_text()
+    assert "| c | s | +0.01 | better | 98_fine |" in claims
+    assert "97_fails" in capsys.readouterr().err
+
+
+def test_bad_profile_and_notebook_names_list_the_valid_ones(tmp_path, capsys):
+    notebooks = _demo_notebooks(tmp_path, {"01_demo.ipynb": ["1"]})
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--profile", "bogus", "--notebook-dir", str(notebooks)])
+    assert exc.value.code == 2 and "ci" in capsys.readouterr().err
+    assert main(["run", "--profile", "ci", "--notebook-dir", str(notebooks), "--notebooks", "99",
+                 "--results-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "'99'" in err and "valid: 01" in err and "Traceback" not in err
+
+
+def test_an_unwritable_results_dir_is_one_line(tmp_path, capsys):
+    notebooks = _demo_notebooks(tmp_path, {"01_demo.ipynb": ["1"]})
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["run", "--profile", "ci", "--notebook-dir", str(notebooks), "--results-dir", str(blocker / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ftcourse run: cannot write to --results-dir") and "\n" not in err

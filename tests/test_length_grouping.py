@@ -114,3 +114,61 @@ def test_sorted_evaluation_gives_the_same_metrics():
     grouped = evaluate(model, ftdata.make_loader(tokenized, tok, 16, shuffle=False, group_by_length=True), torch.device("cpu"))
     assert grouped["n"] == plain["n"] == len(tokenized) and grouped["accuracy"] == plain["accuracy"]
     assert grouped["loss"] == pytest.approx(plain["loss"], rel=1e-12)
+
+
+def test_sorted_evaluation_returns_predictions_in_row_order():
+    from ftcourse.train import evaluate
+
+    class FirstTokenParity(torch.nn.Module):
+        """Predicts the parity of the first token id (= row + 1 in fake_tokenized): a row-specific answer."""
+
+        def forward(self, input_ids, attention_mask):
+            first = input_ids[:, 0]
+            return type("Out", (), {"logits": torch.stack([(first % 2 == 1).double(), (first % 2 == 0).double()], -1)})
+
+    tokenized, tok = fake_tokenized(), PadOnlyTokenizer()
+    model = FirstTokenParity()
+    plain = evaluate(model, ftdata.make_loader(tokenized, tok, 16, shuffle=False), torch.device("cpu"), return_predictions=True)
+    grouped = evaluate(model, ftdata.make_loader(tokenized, tok, 16, shuffle=False, group_by_length=True),
+                       torch.device("cpu"), return_predictions=True)
+    rows = torch.arange(len(tokenized))
+    expected = ((rows + 1) % 2 == 0).long().numpy()  # row r holds token r + 1 first
+    assert (plain["predictions"] == expected).all() and (grouped["predictions"] == expected).all()
+    assert (grouped["labels"] == (rows % 2).numpy()).all()
+    # A shuffled loader has no fixed order to undo: a clear error, not silently misaligned predictions.
+    with pytest.raises(ValueError, match="fixed order"):
+        evaluate(model, ftdata.make_loader(tokenized, tok, 16, shuffle=True), torch.device("cpu"), return_predictions=True)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("group_by_length", [False, True])
+def test_iterating_a_loader_leaves_the_global_rng_alone(shuffle, group_by_length):
+    """A DataLoader without its own generator draws a seed from the global torch RNG on every pass,
+    so each evaluation would shift the dropout masks of all later training steps."""
+    loader = ftdata.make_loader(fake_tokenized(64), PadOnlyTokenizer(), 8, shuffle=shuffle, group_by_length=group_by_length)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    for _ in range(2):
+        list(loader)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_evaluating_often_does_not_change_training_with_grouped_loaders():
+    from tiny_models import tiny_model
+
+    from ftcourse.train import set_seed, train
+
+    tokenized, tok = fake_tokenized(96), PadOnlyTokenizer()
+
+    def losses(evals_per_epoch):
+        set_seed(0)
+        model = tiny_model("bert", dropout=0.1) if False else tiny_model("bert")
+        model.config.hidden_dropout_prob = 0.1
+        train_loader = ftdata.make_loader(tokenized, tok, 8, shuffle=True, seed=0, group_by_length=True)
+        eval_loader = ftdata.make_loader(tokenized.select(range(32)), tok, 16, shuffle=False, group_by_length=True)
+        history = train(model, train_loader, torch.optim.AdamW(model.parameters(), lr=1e-3), epochs=2,
+                        eval_loader=eval_loader, evals_per_epoch=evals_per_epoch, progress=False)
+        return [row["loss"] for row in history.steps]
+
+    assert losses(1) == losses(12)

@@ -1,0 +1,633 @@
+"""Comparing fine-tuning configurations over seeds: one honest verdict for every notebook.
+
+Copy alone.
+
+Every notebook compares configurations ("baseline" vs "+ LLRD") over a handful of random seeds.
+Each run gives a test accuracy and, optionally, its per-example correctness on the shared test set
+(the same sentences for every run). This module answers "is B better than A, and by how much?"
+the same way everywhere. It imports only numpy, scipy, pandas and the standard library.
+
+The pieces, and why each is the way it is:
+
+* :func:`paired_t` -- the paired t-test over seeds. Runs with the same seed share data order and
+  initialisation, so the differences ``d_s = a_s - b_s`` remove most of the seed-to-seed noise
+  that the two configurations have in common. With ``n`` seeds,
+
+      mean = (1/n) sum_s d_s,   se = sd(d, ddof=1) / sqrt(n),   T = mean / se ~ t(n - 1)
+
+  and the interval is ``mean +- t_{n-1, (1+confidence)/2} * se``. Why t with n - 1 df and not a
+  z interval: ``se`` is itself estimated from n values, and at n = 3 the 97.5 % quantile of t(2)
+  is 4.30, not 1.96 -- a z interval would be more than twice too narrow and call noise an effect.
+
+* :func:`mcnemar` -- one pair of runs on the same test examples: the exact binomial test on the
+  discordant examples (right for one and wrong for the other). Only those carry information
+  about which run is better; under "no difference" each is equally likely to favour either.
+
+* :func:`bootstrap_diff` -- a two-level (seeds x examples, crossed) bootstrap of the mean
+  difference. The t-test over seeds treats the test set as fixed: it answers "would another
+  seed give the same result on *these* 1,821 sentences?". The test set is a sample too; an
+  improvement that lives on a dozen sentences may not carry over to new ones. Resampling seeds
+  *and* examples puts both sources of noise into one interval. See its docstring for the method
+  and its known (conservative) bias.
+
+* :func:`holm` -- Holm's step-down adjustment. A notebook that compares six configurations with
+  a baseline at alpha = 0.05 finds at least one "significant" improvement by chance with
+  probability up to 1 - 0.95**6 = 26 %. Holm keeps the probability of *any* false "better" or
+  "worse" in the table at most alpha (family-wise error rate), under any dependence between the
+  comparisons (they share the baseline, so they are dependent), and is uniformly more powerful
+  than Bonferroni.
+
+* :func:`seeds_needed` and :func:`seeds_for_half_width` -- how many seeds a comparison needs:
+  to detect a given effect with a given power, or to pin the difference down to +-half_width.
+
+* :func:`compare` -- the table every notebook prints: per configuration, the paired difference,
+  its interval, raw and Holm-adjusted p-values, the bootstrap interval when per-example
+  correctness is there, diverged-run counts and a verdict in {"better", "worse",
+  "no detectable difference"}. :func:`format_effect` renders one row as
+  ``"+0.0123 [−0.0040, +0.0286]"`` for a claims table.
+
+"No detectable difference" is not "no difference": the table's ``half_width`` column is the
+size of effect that this number of seeds could have resolved.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+__all__ = [
+    "paired_t", "mcnemar", "bootstrap_diff", "holm", "seeds_needed", "seeds_for_half_width", "compare",
+    "format_effect", "effect_text", "VERDICTS",
+]
+
+VERDICTS = ("better", "worse", "no detectable difference")
+
+# Searches over n stop here: an effect that needs more seeds than this is not one to chase.
+_MAX_SEEDS = 100_000
+# Bytes of one chunk of example-level bootstrap weights: keeps memory flat whatever n_boot is.
+_CHUNK_BYTES = 8 * 2**20
+
+
+# --------------------------------------------------------------------------------------------------
+# validation helpers
+
+
+def _check_prob(name, value, *, what="a probability"):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number in (0, 1) ({what}); got {value!r}")
+    if not 0.0 < float(value) < 1.0:
+        raise ValueError(f"{name} must be in (0, 1) ({what}); got {value!r}")
+    return float(value)
+
+
+def _check_positive(name, value, *, allow_zero=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {value!r}")
+    value = float(value)
+    ok = value >= 0.0 if allow_zero else value > 0.0
+    if not (ok and math.isfinite(value)):
+        raise ValueError(f"{name} must be finite and {'>= 0' if allow_zero else '> 0'}; got {value!r}")
+    return value
+
+
+def _as_1d_float(name, x):
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a 1-D sequence of numbers; got {type(x).__name__}") from exc
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one value per seed); got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must contain only finite values (no NaN/inf)")
+    return arr
+
+
+def _as_correct(name, x, *, ndim=(1,)):
+    """Per-example correctness as float64 0/1, from bool or 0/1 numbers."""
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as exc:  # ragged nested lists
+        raise ValueError(f"{name} must be a rectangular array of 0/1 (or bool) values") from exc
+    if arr.dtype == object:
+        raise ValueError(f"{name} must be a rectangular array of 0/1 (or bool) values; got dtype=object")
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold bool or 0/1 numbers; got dtype {arr.dtype}")
+    if arr.ndim not in ndim:
+        raise ValueError(f"{name} must have ndim in {ndim}; got shape {arr.shape}")
+    arr = arr.astype(np.float64)
+    if not np.all((arr == 0.0) | (arr == 1.0)):
+        raise ValueError(f"{name} must contain only 0/1 (or False/True) values")
+    return arr
+
+
+# --------------------------------------------------------------------------------------------------
+# tests
+
+
+def paired_t(a, b, confidence=0.95):
+    """Paired t-test of ``a - b`` over seeds: the mean difference, its interval and p-value.
+
+    ``a[s]`` and ``b[s]`` are the metric of the two configurations with seed ``s``. With the
+    differences ``d = a - b`` (n of them)::
+
+        mean = d.mean();  se = d.std(ddof=1) / sqrt(n);  T = mean / se
+        p = 2 * P(t_{n-1} > |T|);  [low, high] = mean -+ t_{n-1, (1+confidence)/2} * se
+
+    identical to ``scipy.stats.ttest_rel(a, b)`` and its ``confidence_interval(confidence)``.
+    t with n - 1 degrees of freedom, not the normal, because ``se`` is estimated from the same
+    few seeds (module docstring).
+
+    Zero variance (all differences equal, up to floating-point rounding of the subtraction):
+    the t statistic is 0/0 or +-inf, and scipy returns NaN or 0 with a warning. Here it is
+    explicit: if the common difference is 0, ``p_value = 1.0`` and the interval is [0, 0]; if it
+    is not 0, ``p_value = 0.0`` and the interval is [mean, mean] (zero width). The second case
+    says "every seed moved by exactly this much": a real but rare outcome (e.g. two runs that
+    differ only on a deterministic example); the per-example bootstrap in :func:`compare` is the
+    check on it.
+
+    Returns ``{"mean", "se", "low", "high", "p_value", "n"}``. Raises ValueError for n < 2 or
+    unequal lengths.
+    """
+    a = _as_1d_float("a", a)
+    b = _as_1d_float("b", b)
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same length (one value per paired seed); got {a.size} and {b.size}")
+    n = a.size
+    if n < 2:
+        raise ValueError(f"a and b need at least 2 paired values for a t-test (n - 1 >= 1 df); got n = {n}")
+    confidence = _check_prob("confidence", confidence, what="the interval's coverage, e.g. 0.95")
+    d = a - b
+    mean = float(d.mean())
+    # Rounding of a - b alone can leave differences that "should" be equal apart by a few ulps;
+    # treating those as a huge t would be noise masquerading as certainty.
+    tol = 16 * np.finfo(np.float64).eps * max(float(np.abs(a).max()), float(np.abs(b).max()), 1e-300)
+    if float(np.ptp(d)) <= tol:
+        if abs(mean) <= tol:
+            return {"mean": 0.0, "se": 0.0, "low": 0.0, "high": 0.0, "p_value": 1.0, "n": n}
+        return {"mean": mean, "se": 0.0, "low": mean, "high": mean, "p_value": 0.0, "n": n}
+    se = float(d.std(ddof=1) / math.sqrt(n))
+    df = n - 1
+    t_stat = mean / se
+    p = float(2.0 * stats.t.sf(abs(t_stat), df))
+    q = float(stats.t.ppf(0.5 + confidence / 2.0, df))
+    return {"mean": mean, "se": se, "low": mean - q * se, "high": mean + q * se, "p_value": min(p, 1.0), "n": n}
+
+
+def mcnemar(correct_a, correct_b):
+    """Exact McNemar test for two runs scored on the same test examples.
+
+    ``n10`` = examples that a gets right and b gets wrong, ``n01`` the reverse. Under "equally
+    good", each discordant example favours a or b with probability 1/2, so ``n10`` is
+    Binomial(n10 + n01, 1/2) and the two-sided p-value is
+    ``scipy.stats.binomtest(n10, n10 + n01, 0.5).pvalue`` (exact, right at small counts, where
+    the chi-square version is not). Concordant examples say nothing about which is better.
+    ``p_value = 1.0`` when there are no discordant examples.
+
+    One pair of runs only: it says nothing about seed-to-seed variation (use :func:`compare`).
+    Accepts bool or 0/1 arrays of equal length. Returns ``{"n10", "n01", "n", "p_value"}`` with
+    ``n`` the number of examples.
+    """
+    a = _as_correct("correct_a", correct_a)
+    b = _as_correct("correct_b", correct_b)
+    if a.shape != b.shape:
+        raise ValueError(f"correct_a and correct_b must have the same length (same test examples); "
+                         f"got {a.size} and {b.size}")
+    n10 = int(np.sum((a == 1) & (b == 0)))
+    n01 = int(np.sum((a == 0) & (b == 1)))
+    p = 1.0 if n10 + n01 == 0 else float(stats.binomtest(n10, n10 + n01, 0.5).pvalue)
+    return {"n10": n10, "n01": n01, "n": int(a.size), "p_value": p}
+
+
+def _counts(rng, k, size):
+    """``size`` multinomial(k; 1/k, ..., 1/k) count vectors, shape (size, k): resampling weights."""
+    idx = rng.integers(0, k, size=(size, k))
+    idx += (np.arange(size) * k)[:, None]
+    # bincount of offset indices is ~8x faster than rng.multinomial with thousands of categories.
+    return np.bincount(idx.ravel(), minlength=size * k).reshape(size, k).astype(np.float64)
+
+
+def bootstrap_diff(correct_a, correct_b, confidence=0.95, n_boot=10000, seed=0):
+    """Two-level bootstrap interval of the mean difference in accuracy, over seeds and examples.
+
+    ``correct_a`` and ``correct_b``: 0/1 (or bool) arrays of shape (seeds, examples); row ``s``
+    of both comes from seed ``s``, column ``j`` is test example ``j`` (a 1-D array is one seed).
+    With ``D = a - b`` (S x E), the statistic is ``mean(D)``, the difference in mean accuracy.
+
+    Why two levels. The difference varies with the seed (initialisation, data order, dropout)
+    and with the test set (which sentences happen to be in it). Resampling only examples
+    ignores the seed noise and is far too narrow when runs disagree from seed to seed;
+    resampling only seeds ignores that the test set is a sample. Here each replicate draws S
+    seed indices and E example indices, both with replacement, and uses *every* pair of them --
+    crossed, not nested, since all seeds are scored on the same examples. With multinomial count
+    vectors ``w_s`` (S) and ``w_e`` (E) the replicate is
+
+        r = w_s^T D w_e / (S * E)
+
+    computed for a chunk of replicates at once as ``(W_s * (D @ W_e.T).T).sum(1) / (S * E)``:
+    O(S * E * n_boot) multiply-adds without ever building an S x E x n_boot array.
+    The interval is the percentile interval ``quantile(r, [(1-c)/2, (1+c)/2])``; ``mean`` is the
+    observed ``mean(D)``, not the bootstrap average.
+
+    Known biases (read the interval with them in mind): the crossed ("pigeonhole") bootstrap
+    counts the seed x example interaction variance about three times instead of once (Owen
+    2007, "The pigeonhole bootstrap", Ann. Appl. Stat.), so it is conservative when most of the
+    noise is per-(seed, example) flakiness; with very few seeds, resampling seeds underestimates
+    the seed variance (by (S-1)/S, and the percentile interval ignores the t correction). The
+    paired t interval of :func:`compare` is the seed-level inference; this interval is the check
+    that the effect survives test-set noise as well.
+
+    One seed: only examples are resampled (the seed draw is always the one seed). Deterministic
+    for a given ``seed`` (``np.random.default_rng(seed)``). Returns ``{"mean", "low", "high",
+    "se", "n_seeds", "n_examples", "n_boot"}`` (``se``: the standard deviation of the replicates).
+    """
+    a = _as_correct("correct_a", correct_a, ndim=(1, 2))
+    b = _as_correct("correct_b", correct_b, ndim=(1, 2))
+    if a.shape != b.shape:
+        raise ValueError(f"correct_a and correct_b must have the same shape (seeds, examples); got {a.shape} and {b.shape}")
+    if a.ndim == 1:
+        a, b = a[None, :], b[None, :]
+    S, E = a.shape
+    if S == 0 or E == 0:
+        raise ValueError(f"correct_a and correct_b need at least one seed and one example; got shape {a.shape}")
+    confidence = _check_prob("confidence", confidence, what="the interval's coverage, e.g. 0.95")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, numbers.Integral) or n_boot < 10:
+        raise ValueError(f"n_boot must be an integer >= 10 (number of bootstrap replicates); got {n_boot!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise TypeError(f"seed must be an int (or None for fresh randomness); got {seed!r}")
+    n_boot = int(n_boot)
+    D = a - b
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(n_boot, _CHUNK_BYTES // (8 * E)))
+    reps = np.empty(n_boot)
+    for start in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - start)
+        w_s = _counts(rng, S, m)                        # (m, S)
+        w_e = _counts(rng, E, m)                        # (m, E)
+        col = D @ w_e.T                                 # (S, m): per-seed sums over drawn examples
+        reps[start:start + m] = np.einsum("ms,sm->m", w_s, col) / (S * E)
+    lo, hi = np.quantile(reps, [0.5 - confidence / 2.0, 0.5 + confidence / 2.0])
+    return {"mean": float(D.mean()), "low": float(lo), "high": float(hi), "se": float(reps.std(ddof=1)),
+            "n_seeds": S, "n_examples": E, "n_boot": n_boot}
+
+
+def holm(p_values):
+    """Holm's step-down adjusted p-values, in input order.
+
+    Sort the m p-values ascending, ``p_(1) <= ... <= p_(m)``; then
+
+        adj_(i) = min(1, max_{k <= i} (m - k + 1) * p_(k))
+
+    and reject every hypothesis with ``adj < alpha``. This controls the family-wise error rate
+    (probability of at least one false rejection) at alpha under any dependence, which matters
+    here because all rows of a comparison table share the baseline runs. The running max keeps
+    the adjusted values monotone in the raw ones; ties keep their input order.
+
+    NaN p-values (a comparison that could not be tested, e.g. one seed) are treated as 1.0: the
+    comparison still counts in m -- it was part of the family a notebook set out to test --
+    and it is never rejected. Returns a float64 array (empty for empty input).
+    """
+    try:
+        p = np.asarray(p_values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError("p_values must be a 1-D sequence of numbers in [0, 1] (NaN allowed)") from exc
+    if p.ndim != 1:
+        raise ValueError(f"p_values must be 1-D; got shape {p.shape}")
+    p = np.where(np.isnan(p), 1.0, p)
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError("p_values must lie in [0, 1] (NaN allowed, read as 1.0)")
+    m = p.size
+    if m == 0:
+        return p
+    order = np.argsort(p, kind="stable")
+    adj_sorted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adj_sorted
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# planning
+
+
+def _first_n(condition, what):
+    """Smallest n in [2, _MAX_SEEDS] with condition(n_array) true, searched in growing blocks."""
+    lo = 2
+    hi = 64
+    while lo <= _MAX_SEEDS:
+        n = np.arange(lo, min(hi, _MAX_SEEDS) + 1)
+        ok = np.asarray(condition(n), dtype=bool)
+        if ok.any():
+            return int(n[np.argmax(ok)])
+        lo, hi = hi + 1, hi * 16
+    raise ValueError(f"{what} needs more than {_MAX_SEEDS:,} seeds: the effect is too small for its noise "
+                     f"to be resolved by adding seeds")
+
+
+def _paired_power(n, effect_over_sd, alpha):
+    df = n - 1
+    t_crit = stats.t.ppf(1.0 - alpha / 2.0, df)
+    nc = effect_over_sd * np.sqrt(n)
+    return stats.nct.sf(t_crit, df, nc) + stats.nct.cdf(-t_crit, df, nc)
+
+
+def seeds_needed(std_diff, effect, power=0.8, alpha=0.05):
+    """Smallest number of seeds n >= 2 at which a two-sided paired t-test reaches ``power``.
+
+    ``std_diff``: the standard deviation over seeds of the paired difference (a pilot estimate,
+    e.g. ``paired_t(a, b)["se"] * sqrt(n)``); ``effect``: the true mean difference to detect.
+    Under that effect the statistic is noncentral t with df = n - 1 and noncentrality
+    ``delta = effect / std_diff * sqrt(n)``, so
+
+        power(n) = P(T > t_crit) + P(T < -t_crit),   t_crit = t_{n-1, 1 - alpha/2}
+
+    (exact for normal differences; both tails count, since the test is two-sided). Returns the
+    first n with ``power(n) >= power``. The search stops at 100,000 seeds with a ValueError.
+    """
+    std_diff = _check_positive("std_diff", std_diff)
+    if isinstance(effect, bool) or not isinstance(effect, numbers.Real) or not math.isfinite(effect) or effect == 0:
+        raise ValueError(f"effect must be a finite non-zero number (the mean difference to detect); got {effect!r}")
+    power = _check_prob("power", power, what="the target probability of detecting the effect, e.g. 0.8")
+    alpha = _check_prob("alpha", alpha, what="the test's significance level, e.g. 0.05")
+    ratio = abs(float(effect)) / std_diff
+    return _first_n(lambda n: _paired_power(n, ratio, alpha) >= power,
+                    f"power {power} at effect {effect} with std_diff {std_diff}")
+
+
+def seeds_for_half_width(std_diff, half_width, confidence=0.95):
+    """Smallest n >= 2 with ``t_{n-1, (1+confidence)/2} * std_diff / sqrt(n) <= half_width``.
+
+    How many seeds a comparison needs for its paired-t interval to be +-``half_width``, if the
+    standard deviation of the per-seed difference is ``std_diff`` (the interval's expected
+    half-width, with the sample sd replaced by its planning value). Used by notebooks to say
+    "not resolvable at this size: k seeds needed". ``std_diff = 0`` gives 2. The search stops at
+    100,000 seeds with a ValueError.
+    """
+    std_diff = _check_positive("std_diff", std_diff, allow_zero=True)
+    half_width = _check_positive("half_width", half_width)
+    confidence = _check_prob("confidence", confidence, what="the interval's coverage, e.g. 0.95")
+    q = 0.5 + confidence / 2.0
+    return _first_n(lambda n: stats.t.ppf(q, n - 1) * std_diff / np.sqrt(n) <= half_width,
+                    f"a half-width of {half_width} with std_diff {std_diff}")
+
+
+# --------------------------------------------------------------------------------------------------
+# the comparison table
+
+
+_AUTO_CORRECT = {"test_accuracy": "test_correct", "val_accuracy": "val_correct"}
+
+
+def _label_list(labels):
+    return ", ".join(repr(x) for x in labels)
+
+
+def _resolve_correct(results, metric, correct):
+    if correct is None:
+        return None
+    if isinstance(correct, str) and correct == "auto":
+        col = _AUTO_CORRECT.get(metric)
+        return col if col is not None and col in results.columns else None
+    if isinstance(correct, str):
+        if correct not in results.columns:
+            raise ValueError(f"correct={correct!r} is not a column of results; columns: {list(results.columns)} "
+                             f"(or use correct='auto' or correct=None)")
+        return correct
+    raise TypeError(f"correct must be 'auto', a column name or None; got {correct!r}")
+
+
+def _missing(cell):
+    if cell is None:
+        return True
+    return isinstance(cell, float) and math.isnan(cell)
+
+
+def compare(results, baseline=None, *, pairs=None, metric="test_accuracy", by="label", alpha=0.05,
+            confidence=0.95, correct="auto", n_boot=10000, seed=0, drop_diverged=False):
+    """Compare configurations over seeds: one row per comparison ``a - b``, with a verdict.
+
+    ``results``: a DataFrame with one row per run and columns ``by`` (configuration label),
+    ``seed``, ``metric``, optionally ``diverged`` (bool) and optionally per-example correctness
+    (a column whose cells are 0/1 arrays in test-set order).
+
+    What is compared -- exactly one of:
+
+    * ``baseline=label``: every other configuration (first-seen order) against it;
+    * ``pairs=[(a, b), ...]``: the explicit differences a - b, e.g. the increments of a
+      cumulative table ``("+ SWA", "+ re-init")``. Each ``a`` at most once (it is the index).
+
+    Pairing is by the ``seed`` column, never by row order; only seeds present for both are used
+    (sorted, so the table does not depend on row order); a duplicated (label, seed) is an error.
+
+    Columns (index ``configuration`` = a):
+
+    * ``reference`` (b), ``n`` (paired seeds used), ``mean_a``, ``mean_b``, ``mean_diff`` (means
+      over those seeds);
+    * ``low``, ``high``: the paired-t interval (:func:`paired_t`) at ``confidence``, per
+      comparison (not simultaneous); ``half_width = (high - low) / 2``, the smallest effect this
+      many seeds could resolve; ``p_value``; ``p_holm``: :func:`holm` across all rows of this
+      call (rows that could not be tested count in the family, and show NaN);
+    * ``verdict``: "better"/"worse" when ``p_holm < alpha``, by the sign of ``mean_diff``; when
+      per-example correctness is used, the bootstrap interval must also exclude 0 on the same
+      side; otherwise "no detectable difference";
+    * ``diverged``, ``diverged_reference``: diverged runs of a and b among the paired seeds;
+    * ``boot_low``, ``boot_high`` (only when correctness is available): the two-level bootstrap
+      interval (:func:`bootstrap_diff`) of the same difference, seeds and examples resampled;
+    * ``note``: why a row is special ("" when nothing to say).
+
+    ``correct``: "auto" uses ``test_correct`` for ``metric="test_accuracy"`` and ``val_correct``
+    for ``"val_accuracy"`` when that column exists; a column name uses that column; None turns
+    the bootstrap off. Fewer than 2 paired seeds: t columns NaN, verdict "no detectable
+    difference", and a note.
+
+    Diverged runs are included by default: a run that diverges is a real outcome of that
+    configuration, and dropping it flatters the configuration that diverges. With
+    ``drop_diverged=True``, seeds where either side diverged are left out of that comparison
+    (from both sides, to keep the pairing), and the note says so.
+    """
+    if not isinstance(results, pd.DataFrame):
+        raise TypeError(f"results must be a pandas DataFrame with one row per run; got {type(results).__name__}")
+    for name, col in (("by", by), ("metric", metric)):
+        if col not in results.columns:
+            raise ValueError(f"{name}={col!r} is not a column of results; columns: {list(results.columns)}")
+    if "seed" not in results.columns:
+        raise ValueError(f"results needs a 'seed' column to pair runs; columns: {list(results.columns)}")
+    alpha = _check_prob("alpha", alpha, what="the significance level of the verdict, e.g. 0.05")
+    confidence = _check_prob("confidence", confidence, what="the intervals' coverage, e.g. 0.95")
+    if not isinstance(drop_diverged, (bool, np.bool_)):
+        raise TypeError(f"drop_diverged must be True or False; got {drop_diverged!r}")
+    correct_col = _resolve_correct(results, metric, correct)
+
+    if results["seed"].isna().any():
+        raise ValueError("results['seed'] has missing values; every run needs its seed")
+    if not pd.api.types.is_numeric_dtype(results[metric]):
+        raise TypeError(f"results[{metric!r}] must be numeric; got dtype {results[metric].dtype}")
+    if "diverged" in results.columns:
+        div = results["diverged"]
+        if div.isna().any() or not set(pd.unique(div)) <= {True, False}:
+            raise ValueError("results['diverged'] must be True/False for every run")
+        diverged = div.astype(bool).to_numpy()
+    else:
+        diverged = np.zeros(len(results), dtype=bool)
+    dup = results.duplicated([by, "seed"], keep=False)
+    if dup.any():
+        shown = results.loc[dup, [by, "seed"]].drop_duplicates().head(5).itertuples(index=False)
+        raise ValueError(f"duplicate ({by}, seed) rows -- each configuration needs one run per seed: "
+                         + ", ".join(f"({lab!r}, {s!r})" for lab, s in shown))
+
+    labels = list(pd.unique(results[by]))
+    if (baseline is None) == (pairs is None):
+        raise ValueError("give exactly one of baseline= (a label to compare every other configuration with) "
+                         "and pairs= (a list of (a, b) labels, compared as a - b)")
+    if pairs is None:
+        if baseline not in labels:
+            raise ValueError(f"baseline={baseline!r} is not a {by!r} in results; known: {_label_list(labels)}")
+        pairs = [(lab, baseline) for lab in labels if lab != baseline]
+    else:
+        try:
+            pairs = [tuple(p) for p in pairs]
+        except TypeError as exc:
+            raise TypeError("pairs must be a list of (a, b) label pairs") from exc
+        if any(len(p) != 2 for p in pairs):
+            raise ValueError(f"pairs must be a list of (a, b) label pairs; got {pairs!r}")
+        for a_lab, b_lab in pairs:
+            for lab in (a_lab, b_lab):
+                if lab not in labels:
+                    raise ValueError(f"pairs: {lab!r} is not a {by!r} in results; known: {_label_list(labels)}")
+            if a_lab == b_lab:
+                raise ValueError(f"pairs: ({a_lab!r}, {b_lab!r}) compares a configuration with itself")
+        firsts = [p[0] for p in pairs]
+        repeated = sorted({repr(x) for x in firsts if firsts.count(x) > 1})
+        if repeated:
+            raise ValueError(f"pairs: each a may appear at most once (it indexes the table); repeated: {', '.join(repeated)}")
+
+    frame = pd.DataFrame({"seed": results["seed"].to_numpy(), "value": results[metric].to_numpy(dtype=np.float64),
+                          "diverged": diverged}, index=results.index)
+    if correct_col is not None:
+        frame["correct"] = results[correct_col].to_numpy()
+    by_label = {lab: frame[results[by].to_numpy() == lab].set_index("seed") for lab in labels}
+
+    rows, p_raw = [], []
+    for a_lab, b_lab in pairs:
+        A, B = by_label[a_lab], by_label[b_lab]
+        common = sorted(set(A.index) & set(B.index))
+        A, B = A.loc[common], B.loc[common]
+        notes = []
+        n_div_a, n_div_b = int(A["diverged"].sum()), int(B["diverged"].sum())
+        if drop_diverged and n_div_a + n_div_b:
+            keep = ~(A["diverged"].to_numpy() | B["diverged"].to_numpy())
+            dropped = [s for s, k in zip(common, keep) if not k]
+            A, B = A[keep], B[keep]
+            notes.append(f"{n_div_a + n_div_b} diverged run{'s' * (n_div_a + n_div_b != 1)} dropped "
+                         f"(seed{'s' * (len(dropped) != 1)} {', '.join(str(s) for s in dropped)})")
+        elif n_div_a + n_div_b:
+            notes.append(f"{n_div_a + n_div_b} diverged run{'s' * (n_div_a + n_div_b != 1)} included")
+        va, vb = A["value"].to_numpy(), B["value"].to_numpy()
+        if np.isnan(va).any() or np.isnan(vb).any():
+            raise ValueError(f"results[{metric!r}] is NaN for a run of {a_lab!r} or {b_lab!r} that is compared; "
+                             f"mark it diverged and use drop_diverged=True, or remove it")
+        n = len(va)
+        row = {"reference": b_lab, "n": n,
+               "mean_a": float(va.mean()) if n else np.nan, "mean_b": float(vb.mean()) if n else np.nan,
+               "mean_diff": float((va - vb).mean()) if n else np.nan,
+               "low": np.nan, "high": np.nan, "half_width": np.nan, "p_value": np.nan}
+        if n >= 2:
+            t = paired_t(va, vb, confidence=confidence)
+            row.update(low=t["low"], high=t["high"], half_width=(t["high"] - t["low"]) / 2, p_value=t["p_value"])
+        elif n == 1:
+            notes.append("1 paired seed: no t-test (needs >= 2)")
+        else:
+            notes.append("no seeds in common: nothing to compare")
+        row["diverged"], row["diverged_reference"] = n_div_a, n_div_b
+        row["boot_low"] = row["boot_high"] = np.nan
+        row["_boot"] = False
+        if correct_col is not None and n >= 1:
+            cells = list(A["correct"]) + list(B["correct"])
+            if any(_missing(c) for c in cells):
+                notes.append(f"no {correct_col} for some runs: verdict from the t-test alone")
+            else:
+                arrs = [np.asarray(c) for c in cells]
+                lengths = {arr.shape for arr in arrs}
+                if len(lengths) != 1 or arrs[0].ndim != 1:
+                    raise ValueError(f"results[{correct_col!r}]: the per-example arrays of {a_lab!r} vs {b_lab!r} "
+                                     f"must all be 1-D of one length (same test set); got shapes {sorted(lengths)}")
+                ca = _as_correct(f"results[{correct_col!r}] of {a_lab!r}", np.stack(arrs[:n]), ndim=(2,))
+                cb = _as_correct(f"results[{correct_col!r}] of {b_lab!r}", np.stack(arrs[n:]), ndim=(2,))
+                bt = bootstrap_diff(ca, cb, confidence=confidence, n_boot=n_boot, seed=seed)
+                row.update(boot_low=bt["low"], boot_high=bt["high"], _boot=True)
+                gap = max(np.abs(ca.mean(1) - va).max(), np.abs(cb.mean(1) - vb).max())
+                if gap > 1e-6:
+                    notes.append(f"mean of {correct_col} differs from {metric} by up to {gap:.2g}")
+        row["_notes"] = notes
+        rows.append((a_lab, row))
+        p_raw.append(row["p_value"])
+
+    p_adj = holm(p_raw)
+    out = []
+    for (a_lab, row), p_h in zip(rows, p_adj):
+        row["p_holm"] = np.nan if np.isnan(row["p_value"]) else float(p_h)
+        verdict = "no detectable difference"
+        if row["n"] >= 2 and row["p_holm"] < alpha and row["mean_diff"] != 0:
+            side = "better" if row["mean_diff"] > 0 else "worse"
+            if row["_boot"] and not (row["boot_low"] > 0 if side == "better" else row["boot_high"] < 0):
+                row["_notes"].append(f"t-test says {side} but the bootstrap interval (seeds and examples) "
+                                     f"includes 0")
+            else:
+                verdict = side
+        row["verdict"] = verdict
+        row["note"] = "; ".join(row.pop("_notes"))
+        row.pop("_boot")
+        out.append((a_lab, row))
+
+    columns = ["reference", "n", "mean_a", "mean_b", "mean_diff", "low", "high", "half_width", "p_value", "p_holm",
+               "verdict", "diverged", "diverged_reference"]
+    if correct_col is not None:
+        columns += ["boot_low", "boot_high"]
+    columns.append("note")
+    table = pd.DataFrame([r for _, r in out], index=pd.Index([a for a, _ in out], name="configuration"),
+                         columns=columns)
+    return table.astype({"n": "int64", "diverged": "int64", "diverged_reference": "int64"})
+
+
+# --------------------------------------------------------------------------------------------------
+# text
+
+
+def _signed(x, digits):
+    s = f"{x:+.{digits}f}"
+    if float(s) == 0.0:  # no "-0.0000"
+        s = f"{0.0:+.{digits}f}"
+    return s.replace("-", "\u2212")
+
+
+def format_effect(row, digits=4, interval="t"):
+    """``"+0.0123 [−0.0040, +0.0286]"``: a difference and its interval, for a claims table.
+
+    ``row``: a row of :func:`compare` (``mean_diff``, ``low``, ``high``; ``boot_low``,
+    ``boot_high`` with ``interval="bootstrap"``) or a dict from :func:`paired_t` /
+    :func:`bootstrap_diff` (``mean``, ``low``, ``high``). Signs are always shown; minus is the
+    typographic U+2212. Without an interval (fewer than 2 seeds): ``"+0.0123 [no interval]"``.
+    """
+    if isinstance(digits, bool) or not isinstance(digits, numbers.Integral) or digits < 0:
+        raise ValueError(f"digits must be an integer >= 0; got {digits!r}")
+    if interval not in ("t", "bootstrap"):
+        raise ValueError(f"interval must be 't' or 'bootstrap'; got {interval!r}")
+    get = row.get if hasattr(row, "get") else None
+    if get is None:
+        raise TypeError(f"row must be a compare() row (pandas Series) or a dict; got {type(row).__name__}")
+    mean = get("mean_diff", get("mean", None))
+    keys = ("low", "high") if interval == "t" else ("boot_low", "boot_high")
+    low, high = get(keys[0], None), get(keys[1], None)
+    if mean is None:
+        raise ValueError("row needs 'mean_diff' (a compare() row) or 'mean' (a paired_t/bootstrap_diff dict)")
+    mean = float(mean)
+    if math.isnan(mean):
+        return "n/a"
+    if low is None or high is None or math.isnan(float(low)) or math.isnan(float(high)):
+        return f"{_signed(mean, digits)} [no interval]"
+    return f"{_signed(mean, digits)} [{_signed(float(low), digits)}, {_signed(float(high), digits)}]"
+
+
+effect_text = format_effect

