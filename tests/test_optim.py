@@ -1,5 +1,6 @@
-"""Parity tests of ftcourse.optim: SGD/RMSprop/Adam/AdamW against torch.optim, LARS/LAMB against
-per-tensor reference implementations of the papers' formulas written here (and timm, if installed).
+"""Parity tests of ftcourse.optim: SGD/RMSprop/Adagrad/Adam/AdamW against torch.optim, LARS/LAMB
+against per-tensor reference implementations of the papers' formulas written here (and timm, if
+installed).
 
 Everything is float64 and compared after every step. The parameter set covers the edge cases of
 REFERENCE.md: a parameter whose ``.grad`` is always None (must stay untouched, with no state), one
@@ -9,18 +10,21 @@ groups with different lrs, and unit-scale or tiny (1e-6) gradients.
 """
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
 import math
 import os
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from ftcourse.optim import LAMB, LARS, SGD, Adam, AdamW, RMSprop, _common
+import ftcourse.optim
+from ftcourse.optim import LAMB, LARS, SGD, Adagrad, Adam, AdamW, RMSprop
 
 DT = torch.float64
 STEPS = 6
@@ -134,6 +138,43 @@ def test_rmsprop_matches_torch(centered, momentum, weight_decay, scale):
     assert ours.state[params[LATE]]["step"] == STEPS - LATE_FROM
 
 
+ADAGRAD_GRID = [
+    dict(),
+    dict(lr_decay=0.1),
+    dict(initial_accumulator_value=0.5),
+    dict(eps=1e-3),
+    dict(eps=0.0),
+    dict(lr_decay=0.05, initial_accumulator_value=0.1, eps=1e-6),
+]
+
+
+@SCALES
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+@pytest.mark.parametrize("kw", ADAGRAD_GRID, ids=str)
+def test_adagrad_matches_torch(kw, weight_decay, scale):
+    kw = dict(kw, lr=0.05, weight_decay=weight_decay)
+    ours, params = run_parity(lambda p: Adagrad(make_groups(p), **kw),
+                              lambda p: torch.optim.Adagrad(make_groups(p), **kw, foreach=False), scale)
+    assert set(ours.state[params[W1]]) == {"step", "sum"}
+    assert ours.state[params[W1]]["step"] == STEPS
+    assert ours.state[params[LATE]]["step"] == STEPS - LATE_FROM  # per-parameter step counts, as torch
+
+
+def test_adagrad_lr_decay_and_initial_accumulator():
+    """The formula by hand: clr = γ/(1 + (t − 1)·δ), s = s0 + Σ g², θ −= clr·g/(sqrt(s) + ε)."""
+    p = nn.Parameter(torch.tensor([1.0, -1.0], dtype=DT))
+    opt = Adagrad([p], lr=0.1, lr_decay=0.5, initial_accumulator_value=3.0, eps=0.0)
+    g = torch.tensor([1.0, 2.0], dtype=DT)
+    expected, s = p.detach().clone(), torch.full((2,), 3.0, dtype=DT)
+    for t in (1, 2, 3):
+        p.grad = g.clone()
+        opt.step()
+        s = s + g * g
+        expected = expected - 0.1 / (1 + (t - 1) * 0.5) * g / s.sqrt()
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-14, atol=0)
+    torch.testing.assert_close(opt.state[p]["sum"], s, rtol=0, atol=0)
+
+
 ADAM_GRID = pytest.mark.parametrize("betas", [(0.9, 0.999), (0.5, 0.9)], ids=["default_betas", "low_betas"])
 
 
@@ -152,10 +193,10 @@ def test_adam_and_adamw_match_torch(name, amsgrad, weight_decay, betas, scale):
     assert ("max_exp_avg_sq" in ours.state[params[W1]]) == amsgrad
 
 
-@pytest.mark.parametrize("name", ["SGD", "RMSprop", "Adam", "AdamW"])
+@pytest.mark.parametrize("name", ["SGD", "RMSprop", "Adagrad", "Adam", "AdamW"])
 def test_defaults_match_torch(name):
     """Built with no arguments but the params, ours and torch's agree (defaults included)."""
-    ours_cls = {"SGD": SGD, "RMSprop": RMSprop, "Adam": Adam, "AdamW": AdamW}[name]
+    ours_cls = {"SGD": SGD, "RMSprop": RMSprop, "Adagrad": Adagrad, "Adam": Adam, "AdamW": AdamW}[name]
     torch_cls = getattr(torch.optim, name)
     ours_defaults = ours_cls([nn.Parameter(torch.zeros(1))]).defaults
     torch_defaults = torch_cls([nn.Parameter(torch.zeros(1))]).defaults
@@ -414,7 +455,7 @@ def test_lamb_matches_timm(weight_decay, scale):
 # ---------------------------------------------------------------------------------------------
 # Step API, argument validation
 # ---------------------------------------------------------------------------------------------
-ALL = {"SGD": SGD, "RMSprop": RMSprop, "Adam": Adam, "AdamW": AdamW, "LARS": LARS, "LAMB": LAMB}
+ALL = {"SGD": SGD, "RMSprop": RMSprop, "Adagrad": Adagrad, "Adam": Adam, "AdamW": AdamW, "LARS": LARS, "LAMB": LAMB}
 
 
 @pytest.mark.parametrize("name", list(ALL))
@@ -453,6 +494,11 @@ BAD_ARGS = [
     (RMSprop, dict(eps=-1e-8), "eps"),
     (RMSprop, dict(weight_decay=-1), "weight_decay"),
     (RMSprop, dict(momentum=-1), "momentum"),
+    (Adagrad, dict(lr=-1), "lr must be >= 0"),
+    (Adagrad, dict(lr_decay=-0.1), "lr_decay must be >= 0"),
+    (Adagrad, dict(weight_decay=-1), "weight_decay"),
+    (Adagrad, dict(initial_accumulator_value=-0.1), "initial_accumulator_value must be >= 0"),
+    (Adagrad, dict(eps=-1e-10), "eps"),
     (Adam, dict(lr=-1e-3), "lr must be >= 0"),
     (Adam, dict(eps=-1), "eps"),
     (Adam, dict(betas=(1.0, 0.999)), r"betas\[0\]"),
@@ -489,31 +535,54 @@ def test_error_message_names_argument_and_range():
 
 
 # ---------------------------------------------------------------------------------------------
-# Chunked foreach (CPU): the same numbers whatever the chunk size
+# Each optimizer file works copied alone, and reads like its formula
 # ---------------------------------------------------------------------------------------------
-def test_foreach_chunks_splits_by_numel_and_dtype():
-    ts = [torch.zeros(3), torch.zeros(3), torch.zeros(10), torch.zeros(2, dtype=DT), torch.zeros(1)]
-    assert _common.foreach_chunks(ts, max_numel=6) == [[0, 1], [2], [4], [3]]
-    assert _common.foreach_chunks(ts, max_numel=100) == [[0, 1, 2, 4], [3]]
+MODULES = ["sgd", "rmsprop", "adagrad", "adam", "lars", "lamb"]
+MODULE_OF = {"SGD": "sgd", "RMSprop": "rmsprop", "Adagrad": "adagrad", "Adam": "adam", "AdamW": "adam",
+             "LARS": "lars", "LAMB": "lamb"}
 
 
-CHUNKED_CASES = {
-    "SGD": (SGD, lambda p, **kw: torch.optim.SGD(p, foreach=False, **kw), dict(lr=LR, momentum=0.9, weight_decay=0.1)),
-    "RMSprop": (RMSprop, lambda p, **kw: torch.optim.RMSprop(p, foreach=False, **kw),
-                dict(lr=0.01, momentum=0.9, centered=True)),
-    "AdamW": (AdamW, lambda p, **kw: torch.optim.AdamW(p, foreach=False, **kw), dict(lr=0.01, amsgrad=True)),
-    "LARS": (LARS, lambda p, **kw: RefLARS(p, **{**dict(dampening=0.0, nesterov=False, trust_coefficient=0.001,
-                                                      eps=1e-8, trust_clip=False), **kw}),
-             dict(lr=0.5, momentum=0.9, weight_decay=0.1)),
-    "LAMB": (LAMB, lambda p, **kw: RefLAMB(p, **{**dict(betas=(0.9, 0.999), eps=1e-6), **kw}),
-             dict(lr=0.01, weight_decay=0.1)),
-}
+def optimizer_source(module: str) -> str:
+    return (Path(ftcourse.optim.__file__).parent / f"{module}.py").read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("name", list(CHUNKED_CASES))
-def test_small_foreach_chunks_give_the_same_updates(name, monkeypatch):
-    """With chunks of at most 7 elements every tensor is updated in its own (or a shared) chunk."""
-    monkeypatch.setattr(_common, "CPU_CHUNK_NUMEL", 7)
-    ours_cls, ref, kw = CHUNKED_CASES[name]
-    run_parity(lambda p: ours_cls(make_groups(p, lr=kw["lr"]), **kw),
-               lambda p: ref(make_groups(p, lr=kw["lr"]), **kw), scale=1.0)
+@pytest.mark.parametrize("module", MODULES)
+def test_optimizer_module_imports_only_torch_and_the_standard_library(module):
+    tree = ast.parse(optimizer_source(module))
+    roots = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{module}.py has a relative import (from {'.' * node.level}{node.module or ''})"
+            roots.add(node.module.split(".")[0])
+    assert roots - {"__future__", "torch"} <= set(sys.stdlib_module_names), roots
+    assert "Copy alone." in ast.get_docstring(tree).splitlines()
+    source = optimizer_source(module)
+    assert "_foreach" not in source and "torch._" not in source  # no private torch API
+
+
+def test_the_shared_private_module_is_gone():
+    assert importlib.util.find_spec("ftcourse.optim._common") is None
+    assert "_foreach" not in ftcourse.optim.__doc__
+    assert sorted(ftcourse.optim.__all__) == sorted(ALL)
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_optimizer_file_copied_alone_gives_the_same_updates(name, tmp_path):
+    """Copy the one file into an otherwise empty package elsewhere: it imports, and steps as ours."""
+    package = tmp_path / "elsewhere"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / f"{MODULE_OF[name]}.py").write_text(optimizer_source(MODULE_OF[name]), encoding="utf-8")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        copied = getattr(importlib.import_module(f"elsewhere.{MODULE_OF[name]}"), name)
+    finally:
+        sys.path.remove(str(tmp_path))
+        for key in [k for k in sys.modules if k == "elsewhere" or k.startswith("elsewhere.")]:
+            del sys.modules[key]
+    assert copied is not ALL[name]
+    kw = dict(lr=0.01, weight_decay=0.1)
+    run_parity(lambda p: copied(make_groups(p, lr=0.01), **kw), lambda p: ALL[name](make_groups(p, lr=0.01), **kw),
+               scale=1.0)

@@ -1,5 +1,7 @@
 """Resuming from a state_dict: k steps, save, rebuild model and optimizer, load, N − k more steps must
-give exactly the parameters of N uninterrupted steps, for every optimizer of ftcourse.optim."""
+give exactly the parameters of N uninterrupted steps, for every optimizer of ftcourse.optim; and a state
+dict saved by torch.optim's namesake loads into ours (and ours into torch's) and training goes on as
+if nothing had changed."""
 from __future__ import annotations
 
 import io
@@ -8,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from ftcourse.optim import LAMB, LARS, SGD, Adam, AdamW, RMSprop
+from ftcourse.optim import LAMB, LARS, SGD, Adagrad, Adam, AdamW, RMSprop
 
 N_STEPS, STOP_AT = 7, 3
 
@@ -16,6 +18,7 @@ N_STEPS, STOP_AT = 7, 3
 CONFIGS = {
     "SGD": (SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
     "RMSprop": (RMSprop, dict(lr=0.01, momentum=0.5, centered=True, weight_decay=0.01)),
+    "Adagrad": (Adagrad, dict(lr=0.05, lr_decay=0.01, initial_accumulator_value=0.1, weight_decay=0.01)),
     "Adam": (Adam, dict(lr=0.01, amsgrad=True, weight_decay=0.01)),
     "AdamW": (AdamW, dict(lr=0.01)),
     "LARS": (LARS, dict(lr=0.5, momentum=0.9, weight_decay=1e-3, trust_clip=True)),
@@ -32,8 +35,10 @@ def make_model() -> nn.Module:
     return model
 
 
-def make_optimizer(name: str, model: nn.Module):
-    cls, kw = CONFIGS[name]
+def make_optimizer(name: str, model: nn.Module, cls=None):
+    """``CONFIGS[name]``'s optimizer (or ``cls`` with the same arguments) over two parameter groups."""
+    default_cls, kw = CONFIGS[name]
+    cls = cls or default_cls
     decay = [model[0].weight, model[2].weight, model.unused]
     no_decay = [model[0].bias, model[2].bias]
     groups = [{"params": decay}, {"params": no_decay, "lr": kw["lr"] * 0.3, "weight_decay": 0.0}]
@@ -100,3 +105,69 @@ def test_a_wrong_start_would_be_detected():
     optimizer = make_optimizer("Adam", restarted)  # fresh moments and step counts
     train_steps(restarted, optimizer, range(STOP_AT, N_STEPS))
     assert not torch.equal(model[0].weight, restarted[0].weight)
+
+
+def assert_same_parameters(actual: nn.Module, expected: nn.Module):
+    # ours and torch's run the same operations in the same order, so the float64 parameters are
+    # expected bit for bit; the tolerance of test_optim.assert_same only leaves room for a 1-ulp
+    # difference should a torch version reorder an operation.
+    for (key, want), got in zip(expected.state_dict().items(), actual.state_dict().values()):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-15, msg=lambda m: f"{key}: {m}")
+
+
+TORCH_NAMESAKES = ["SGD", "RMSprop", "Adagrad", "Adam", "AdamW"]
+
+
+@pytest.mark.parametrize("direction", ["torch_to_ours", "ours_to_torch"])
+@pytest.mark.parametrize("name", TORCH_NAMESAKES)
+def test_state_dict_of_torch_namesake_loads_and_training_continues(name, direction):
+    """k steps with one implementation, save, load into the other, N − k more steps with each: the same
+    parameters. torch's state dicts lack our own group keys (AdamW: ``bias_correction``) and store
+    ``step`` as a float32 tensor; both are fixed on load."""
+    ours_cls, torch_cls = CONFIGS[name][0], getattr(torch.optim, name)
+    first_cls, second_cls = (torch_cls, ours_cls) if direction == "torch_to_ours" else (ours_cls, torch_cls)
+
+    model = make_model()
+    first = make_optimizer(name, model, first_cls)
+    train_steps(model, first, range(STOP_AT))
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": first.state_dict()}, buffer)
+    train_steps(model, first, range(STOP_AT, N_STEPS))  # the first implementation goes on
+
+    buffer.seek(0)
+    checkpoint = torch.load(buffer, weights_only=True)
+    switched = make_model()
+    switched.load_state_dict(checkpoint["model"])
+    second = make_optimizer(name, switched, second_cls)
+    second.load_state_dict(checkpoint["optimizer"])
+    train_steps(switched, second, range(STOP_AT, N_STEPS))  # the other one takes over
+
+    assert_same_parameters(switched, model)
+    if direction == "torch_to_ours" and name != "SGD":
+        steps = [second.state[p]["step"] for p in switched[0].parameters()]
+        assert steps == [N_STEPS, N_STEPS] and all(type(s) is int for s in steps)
+
+
+def test_adamw_from_torch_without_loading_the_state_would_differ():
+    """Sanity check of the test above: ours with fresh moments after torch's steps does not match."""
+    model = make_model()
+    reference = make_optimizer("AdamW", model, torch.optim.AdamW)
+    train_steps(model, reference, range(N_STEPS))
+    switched = make_model()
+    train_steps(switched, make_optimizer("AdamW", switched, torch.optim.AdamW), range(STOP_AT))
+    train_steps(switched, make_optimizer("AdamW", switched), range(STOP_AT, N_STEPS))
+    assert not torch.equal(model[0].weight, switched[0].weight)
+
+
+def test_missing_group_keys_are_filled_from_the_defaults():
+    """A group saved without one of our keys (torch's AdamW has no ``bias_correction``) gets the default."""
+    model = make_model()
+    optimizer = make_optimizer("AdamW", model, torch.optim.AdamW)
+    train_steps(model, optimizer, range(STOP_AT))
+    saved = optimizer.state_dict()
+    assert all("bias_correction" not in group for group in saved["param_groups"])
+    ours = make_optimizer("AdamW", model)
+    ours.load_state_dict(saved)
+    assert [group["bias_correction"] for group in ours.param_groups] == [True, True]
+    assert [group["decoupled_weight_decay"] for group in ours.param_groups] == [True, True]
+    train_steps(model, ours, range(STOP_AT, N_STEPS))  # was KeyError('bias_correction')

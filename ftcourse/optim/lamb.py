@@ -1,14 +1,24 @@
-"""LAMB (layer-wise adaptive moments for batch training), written from the update rule."""
+"""LAMB (layer-wise adaptive moments for batch training), written from the update rule.
+
+Copy alone.
+This file imports only torch and the standard library: copied by itself into another project it
+works unchanged.
+"""
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch.optim import Optimizer
 
-from ._common import check_betas, check_eps, check_lr, check_weight_decay, foreach_chunks, params_with_grad
-
 __all__ = ["LAMB"]
+
+
+def _check_real(name: str, value) -> None:
+    """A Python or numpy number (not a bool, a string, None or a Tensor), else TypeError naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"Invalid {name}: {value!r} ({name} must be a real number, not {type(value).__name__})")
 
 
 class LAMB(Optimizer):
@@ -36,28 +46,50 @@ class LAMB(Optimizer):
         θ = θ − γ·u
 
     Groups with ``weight_decay == 0`` (biases, LayerNorm weights) get the plain Adam update, with no
-    trust ratio. Vectorised with ``torch._foreach_*`` per (device, dtype) and, on CPU,
-    cache-sized chunks; the norms come from
-    ``torch._foreach_norm``. Parameters whose ``.grad`` is None are skipped entirely (no decay, no
-    state). State: ``exp_avg`` (m) and ``exp_avg_sq`` (v) per parameter; ``step`` (an int) in the
-    parameter group, so ``state_dict()`` saves it with the group.
+    trust ratio. Parameters whose ``.grad`` is None are skipped entirely (no decay, no state);
+    ``.grad`` itself is never modified. State: ``exp_avg`` (m) and ``exp_avg_sq`` (v) per parameter;
+    ``step`` (an int) in the parameter group, so ``state_dict()`` saves it with the group.
 
     Args:
         params: parameters or parameter-group dicts.
         lr: learning rate ``γ`` (default 1e-3).
-        betas: ``(β1, β2)`` (default (0.9, 0.999)).
+        betas: ``(β1, β2)``, each in [0, 1) (default (0.9, 0.999)).
         eps: added to the denominator after the square root (default 1e-6, as timm and apex).
         weight_decay: ``λ`` (default 0.01); the trust ratio applies only where it is not 0.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-6, weight_decay: float = 0.01):
-        check_lr(lr)
-        check_eps(eps)
-        check_betas(betas)
-        check_weight_decay(weight_decay)
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"Invalid betas: {betas!r} (betas must be a pair (beta1, beta2))")
+        for name, value in (("lr", lr), ("betas[0]", betas[0]), ("betas[1]", betas[1]), ("eps", eps),
+                            ("weight_decay", weight_decay)):
+            _check_real(name, value)
+        # Written as `not 0.0 <= x` so that NaN, for which every comparison is False, is refused too.
+        if not 0.0 <= lr:
+            raise ValueError(f"Invalid learning rate: {lr} (lr must be >= 0)")
+        if not 0.0 <= eps:
+            raise ValueError(f"Invalid epsilon value: {eps} (eps must be >= 0)")
+        for i, beta in enumerate(betas):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"Invalid beta parameter at index {i}: {beta} (betas[{i}] must be in [0, 1))")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay} (weight_decay must be >= 0)")
+        # float(): numpy scalars become Python floats, which torch.load(weights_only=True) accepts.
+        defaults = dict(lr=float(lr), betas=(float(betas[0]), float(betas[1])), eps=float(eps),
+                        weight_decay=float(weight_decay))
         super().__init__(params, defaults)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # Fill group keys missing from an older state dict from the defaults, as torch's optimizers
+        # do; a group step count saved as a tensor (timm's Lamb does) becomes an int again, so that
+        # β^t stays float64 arithmetic.
+        for group in self.param_groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+            if torch.is_tensor(group.get("step")):
+                group["step"] = int(group["step"].item())
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -68,44 +100,38 @@ class LAMB(Optimizer):
                 loss = closure()
 
         for group in self.param_groups:
+            lr, (beta1, beta2), eps, weight_decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
             group["step"] = group.get("step", 0) + 1
-            params = params_with_grad(group, "LAMB")
-            for idx in foreach_chunks(params):
-                self._update(group, [params[i] for i in idx])
+            t = group["step"]
+            bias_correction1 = 1 - beta1**t
+            bias_correction2 = 1 - beta2**t
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                grad = param.grad
+                if grad.is_sparse:
+                    raise RuntimeError("LAMB does not support sparse gradients")
+                if torch.is_complex(param):
+                    raise RuntimeError("LAMB does not support complex parameters")
+
+                state = self.state[param]
+                if len(state) == 0:
+                    state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+
+                exp_avg.lerp_(grad, 1 - beta1)  # β1·m + (1 − β1)·g in one pass, as timm
+                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                denom = (exp_avg_sq.sqrt() / math.sqrt(bias_correction2)).add_(eps)
+                update = (exp_avg / bias_correction1).div_(denom)
+
+                if weight_decay != 0:
+                    update.add_(param, alpha=weight_decay)
+                    # 0-dim tensors, not Python floats: no device-to-host copy per tensor on a GPU.
+                    w_norm, u_norm = param.norm(), update.norm()
+                    # A zero tensor (a fresh bias) or a zero update would give 0 or 0/0: no rescaling.
+                    trust_ratio = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, 1.0)
+                    update.mul_(trust_ratio)
+
+                param.add_(update, alpha=-lr)
         return loss
-
-    def _update(self, group, ps):
-        lr, (beta1, beta2), eps, weight_decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-        t = group["step"]
-        states = [self._init_state(p) for p in ps]
-        grads = [p.grad for p in ps]
-        exp_avgs = [s["exp_avg"] for s in states]
-        exp_avg_sqs = [s["exp_avg_sq"] for s in states]
-
-        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
-        torch._foreach_mul_(exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
-
-        # u = (m/(1 − β1^t)) / (sqrt(v)/c + ε) with c = sqrt(1 − β2^t) is computed as u = scale·d,
-        # d = m/(sqrt(v) + ε·c), scale = c/(1 − β1^t): the same numbers, two passes less.
-        c = math.sqrt(1 - beta2**t)
-        scale = c / (1 - beta1**t)
-        denom = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_add_(denom, eps * c)
-        d = torch._foreach_div(exp_avgs, denom)
-
-        if weight_decay != 0:
-            torch._foreach_add_(d, ps, alpha=weight_decay / scale)  # u + λθ = scale·(d + (λ/scale)·θ)
-            w_norm = torch.stack(torch._foreach_norm(ps))
-            u_norm = torch.stack(torch._foreach_norm(d)) * scale
-            trust = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm))
-            torch._foreach_addcmul_(ps, d, list((trust * (-lr * scale)).unbind()))  # θ −= γ·trust·u
-        else:
-            torch._foreach_add_(ps, d, alpha=-lr * scale)
-
-    def _init_state(self, p):
-        state = self.state[p]
-        if len(state) == 0:
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        return state

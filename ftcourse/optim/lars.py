@@ -1,14 +1,23 @@
-"""LARS (layer-wise adaptive rate scaling) on top of SGD with momentum, written from the update rule."""
+"""LARS (layer-wise adaptive rate scaling) on top of SGD with momentum, written from the update rule.
+
+Copy alone.
+This file imports only torch and the standard library: copied by itself into another project it
+works unchanged.
+"""
 from __future__ import annotations
+
+import numbers
 
 import torch
 from torch.optim import Optimizer
 
-from ._common import (
-    check_arg, check_eps, check_lr, check_momentum, check_weight_decay, foreach_chunks, params_with_grad,
-)
-
 __all__ = ["LARS"]
+
+
+def _check_real(name: str, value) -> None:
+    """A Python or numpy number (not a bool, a string, None or a Tensor), else TypeError naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"Invalid {name}: {value!r} ({name} must be a real number, not {type(value).__name__})")
 
 
 class LARS(Optimizer):
@@ -34,16 +43,14 @@ class LARS(Optimizer):
         θ = θ − γ·g
 
     Groups with ``weight_decay == 0`` (put biases and LayerNorm weights there) get plain SGD.
-    Vectorised with ``torch._foreach_*`` per (device, dtype) and, on CPU,
-    cache-sized chunks; the norms come from
-    ``torch._foreach_norm``. Parameters whose ``.grad`` is None are skipped entirely. State per
-    parameter: ``{"momentum_buffer": b}`` when ``μ != 0``, else none.
+    Parameters whose ``.grad`` is None are skipped entirely; ``.grad`` itself is never modified.
+    State per parameter: ``{"momentum_buffer": b}`` when ``μ != 0``, else none.
 
     Args:
         params: parameters or parameter-group dicts.
         lr: learning rate ``γ`` (default 1.0, as timm: the trust ratio carries the scale).
         momentum: momentum factor ``μ`` (default 0).
-        dampening: dampening ``τ`` (default 0).
+        dampening: dampening ``τ``, in [0, 1] (default 0).
         weight_decay: ``λ`` (default 0); adaptation happens only where it is not 0.
         nesterov: Nesterov momentum; needs ``momentum > 0`` and ``dampening == 0``.
         trust_coefficient: ``η`` (default 0.001).
@@ -54,20 +61,42 @@ class LARS(Optimizer):
     def __init__(self, params, lr: float = 1.0, momentum: float = 0, dampening: float = 0,
                  weight_decay: float = 0, nesterov: bool = False, trust_coefficient: float = 0.001,
                  eps: float = 1e-8, trust_clip: bool = False):
-        check_lr(lr)
-        check_momentum(momentum)
-        check_weight_decay(weight_decay)
-        check_eps(eps)
-        check_arg(trust_coefficient >= 0.0, "trust_coefficient value", trust_coefficient,
-                  "trust_coefficient", ">= 0")
+        for name, value in (("lr", lr), ("momentum", momentum), ("dampening", dampening),
+                            ("weight_decay", weight_decay), ("trust_coefficient", trust_coefficient),
+                            ("eps", eps)):
+            _check_real(name, value)
+        # Written as `not 0.0 <= x` so that NaN, for which every comparison is False, is refused too.
+        if not 0.0 <= lr:
+            raise ValueError(f"Invalid learning rate: {lr} (lr must be >= 0)")
+        if not 0.0 <= momentum:
+            raise ValueError(f"Invalid momentum value: {momentum} (momentum must be >= 0)")
+        if not 0.0 <= dampening <= 1.0:
+            raise ValueError(f"Invalid dampening value: {dampening} (dampening must be in [0, 1])")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay} (weight_decay must be >= 0)")
+        if not 0.0 <= trust_coefficient:
+            raise ValueError(f"Invalid trust_coefficient value: {trust_coefficient} "
+                             f"(trust_coefficient must be >= 0)")
+        if not 0.0 <= eps:
+            raise ValueError(f"Invalid epsilon value: {eps} (eps must be >= 0)")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError(
                 f"Invalid nesterov: {nesterov} (nesterov=True requires momentum > 0 and dampening == 0, "
                 f"got momentum={momentum}, dampening={dampening})"
             )
-        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                        nesterov=nesterov, trust_coefficient=trust_coefficient, eps=eps, trust_clip=trust_clip)
+        # float(): numpy scalars become Python floats, which torch.load(weights_only=True) accepts.
+        defaults = dict(lr=float(lr), momentum=float(momentum), dampening=float(dampening),
+                        weight_decay=float(weight_decay), nesterov=bool(nesterov),
+                        trust_coefficient=float(trust_coefficient), eps=float(eps), trust_clip=bool(trust_clip))
         super().__init__(params, defaults)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # A state dict saved by an older version of this class may lack some group keys: fill them
+        # from the defaults, as torch's optimizers do.
+        for group in self.param_groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -78,47 +107,34 @@ class LARS(Optimizer):
                 loss = closure()
 
         for group in self.param_groups:
-            params = params_with_grad(group, "LARS")
             lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
-            weight_decay, nesterov = group["weight_decay"], group["nesterov"]
-            for idx in foreach_chunks(params):
-                ps = [params[i] for i in idx]
-                grads = [p.grad for p in ps]
+            weight_decay, nesterov, eps = group["weight_decay"], group["nesterov"], group["eps"]
+            trust_coefficient, trust_clip = group["trust_coefficient"], group["trust_clip"]
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                grad = param.grad
+                if grad.is_sparse:
+                    raise RuntimeError("LARS does not support sparse gradients")
+
                 if weight_decay != 0:
-                    trust = self._trust_ratios(ps, grads, group)
-                    grads = torch._foreach_add(grads, ps, alpha=weight_decay)  # new tensors: p.grad unchanged
-                    torch._foreach_mul_(grads, trust)
+                    # 0-dim tensors, not Python floats: no device-to-host copy per tensor on a GPU.
+                    w_norm, g_norm = param.norm(), grad.norm()
+                    trust_ratio = trust_coefficient * w_norm / (g_norm + weight_decay * w_norm + eps)
+                    # A zero tensor (a fresh bias) or a zero gradient would give 0 or 0/0: no rescaling.
+                    trust_ratio = torch.where((w_norm > 0) & (g_norm > 0), trust_ratio, 1.0)
+                    if trust_clip:
+                        trust_ratio = torch.clamp(trust_ratio / lr, max=1.0)
+                    grad = grad.add(param, alpha=weight_decay).mul_(trust_ratio)  # param.grad stays as it is
+
                 if momentum != 0:
-                    grads = self._momentum(ps, grads, momentum, dampening, nesterov)
-                torch._foreach_add_(ps, grads, alpha=-lr)
+                    state = self.state[param]
+                    buf = state.get("momentum_buffer")
+                    if buf is None:
+                        buf = state["momentum_buffer"] = torch.clone(grad).detach()
+                    else:
+                        buf.mul_(momentum).add_(grad, alpha=1 - dampening)
+                    grad = grad.add(buf, alpha=momentum) if nesterov else buf
+
+                param.add_(grad, alpha=-lr)
         return loss
-
-    @staticmethod
-    def _trust_ratios(ps, grads, group) -> list:
-        """Per-tensor trust ratios, computed at once on the stacked norms (0-dim tensors)."""
-        w_norm = torch.stack(torch._foreach_norm(ps))
-        g_norm = torch.stack(torch._foreach_norm(grads))
-        trust = group["trust_coefficient"] * w_norm / (g_norm + w_norm * group["weight_decay"] + group["eps"])
-        trust = torch.where((w_norm > 0) & (g_norm > 0), trust, torch.ones_like(trust))
-        if group["trust_clip"]:
-            trust = torch.clamp(trust / group["lr"], max=1.0)
-        return list(trust.unbind())
-
-    def _momentum(self, ps, grads, momentum, dampening, nesterov):
-        """Update the momentum buffers in place (as torch's SGD); return the directions to step along."""
-        old_bufs, old_grads, bufs = [], [], []
-        for p, g in zip(ps, grads):
-            state = self.state[p]
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = state["momentum_buffer"] = torch.clone(g).detach()
-            else:
-                old_bufs.append(buf)
-                old_grads.append(g)
-            bufs.append(buf)
-        if old_bufs:
-            torch._foreach_mul_(old_bufs, momentum)
-            torch._foreach_add_(old_bufs, old_grads, alpha=1 - dampening)
-        if nesterov:
-            return torch._foreach_add(grads, bufs, alpha=momentum)
-        return bufs

@@ -1,12 +1,23 @@
-"""Stochastic gradient descent with (Nesterov) momentum, written from the update rule."""
+"""Stochastic gradient descent with (Nesterov) momentum, written from the update rule.
+
+Copy alone.
+This file imports only torch and the standard library: copied by itself into another project it
+works unchanged.
+"""
 from __future__ import annotations
+
+import numbers
 
 import torch
 from torch.optim import Optimizer
 
-from ._common import check_lr, check_momentum, check_weight_decay, foreach_chunks, params_with_grad
-
 __all__ = ["SGD"]
+
+
+def _check_real(name: str, value) -> None:
+    """A Python or numpy number (not a bool, a string, None or a Tensor), else TypeError naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"Invalid {name}: {value!r} ({name} must be a real number, not {type(value).__name__})")
 
 
 class SGD(Optimizer):
@@ -27,33 +38,50 @@ class SGD(Optimizer):
             g = g + μ·b if nesterov else b
         θ = θ − γ·g
 
-    The step is vectorised with ``torch._foreach_*`` over the tensors of each (device, dtype),
-    in cache-sized chunks on CPU (see ``_common.foreach_chunks``).
-    Parameters whose ``.grad`` is None are skipped entirely (no decay, no state). The state of a
-    parameter is ``{"momentum_buffer": b}`` when ``μ != 0`` and empty otherwise, as torch's.
+    Parameters whose ``.grad`` is None are skipped entirely (no decay, no state); ``.grad`` itself is
+    never modified. The state of a parameter is ``{"momentum_buffer": b}`` when ``μ != 0`` and empty
+    otherwise, as torch's, so state dicts load both ways between this class and ``torch.optim.SGD``.
 
     Args:
         params: parameters or parameter-group dicts.
         lr: learning rate ``γ`` (default 1e-3, as torch).
         momentum: momentum factor ``μ`` (default 0).
-        dampening: dampening ``τ`` of the gradient added to the buffer (default 0).
+        dampening: dampening ``τ`` of the gradient added to the buffer, in [0, 1] (default 0).
         weight_decay: L2 penalty ``λ`` added to the gradient (default 0).
         nesterov: Nesterov momentum; needs ``momentum > 0`` and ``dampening == 0``.
     """
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
                  weight_decay: float = 0, nesterov: bool = False):
-        check_lr(lr)
-        check_momentum(momentum)
-        check_weight_decay(weight_decay)
+        for name, value in (("lr", lr), ("momentum", momentum), ("dampening", dampening),
+                            ("weight_decay", weight_decay)):
+            _check_real(name, value)
+        # Written as `not 0.0 <= x` so that NaN, for which every comparison is False, is refused too.
+        if not 0.0 <= lr:
+            raise ValueError(f"Invalid learning rate: {lr} (lr must be >= 0)")
+        if not 0.0 <= momentum:
+            raise ValueError(f"Invalid momentum value: {momentum} (momentum must be >= 0)")
+        if not 0.0 <= dampening <= 1.0:
+            raise ValueError(f"Invalid dampening value: {dampening} (dampening must be in [0, 1])")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay} (weight_decay must be >= 0)")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError(
                 f"Invalid nesterov: {nesterov} (nesterov=True requires momentum > 0 and dampening == 0, "
                 f"got momentum={momentum}, dampening={dampening})"
             )
-        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                        nesterov=nesterov)
+        # float(): numpy scalars become Python floats, which torch.load(weights_only=True) accepts.
+        defaults = dict(lr=float(lr), momentum=float(momentum), dampening=float(dampening),
+                        weight_decay=float(weight_decay), nesterov=bool(nesterov))
         super().__init__(params, defaults)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # A state dict saved by another optimizer (torch.optim.SGD, an older version of this one) may
+        # lack some of our group keys: fill them from the defaults, as torch's optimizers do.
+        for group in self.param_groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -64,35 +92,26 @@ class SGD(Optimizer):
                 loss = closure()
 
         for group in self.param_groups:
-            params = params_with_grad(group, "SGD")
             lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
             weight_decay, nesterov = group["weight_decay"], group["nesterov"]
-            for idx in foreach_chunks(params):
-                ps = [params[i] for i in idx]
-                grads = [p.grad for p in ps]
-                if weight_decay != 0:
-                    grads = torch._foreach_add(grads, ps, alpha=weight_decay)  # new tensors: p.grad unchanged
-                if momentum != 0:
-                    grads = self._momentum(ps, grads, momentum, dampening, nesterov)
-                torch._foreach_add_(ps, grads, alpha=-lr)
-        return loss
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                grad = param.grad
+                if grad.is_sparse:
+                    raise RuntimeError("SGD does not support sparse gradients")
 
-    def _momentum(self, ps, grads, momentum, dampening, nesterov):
-        """Update the momentum buffers in place; return the directions to step along."""
-        old_bufs, old_grads = [], []
-        bufs = []
-        for p, g in zip(ps, grads):
-            state = self.state[p]
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = state["momentum_buffer"] = torch.clone(g).detach()
-            else:
-                old_bufs.append(buf)
-                old_grads.append(g)
-            bufs.append(buf)
-        if old_bufs:
-            torch._foreach_mul_(old_bufs, momentum)
-            torch._foreach_add_(old_bufs, old_grads, alpha=1 - dampening)
-        if nesterov:
-            return torch._foreach_add(grads, bufs, alpha=momentum)
-        return bufs
+                if weight_decay != 0:
+                    grad = grad.add(param, alpha=weight_decay)  # a new tensor: param.grad stays as it is
+
+                if momentum != 0:
+                    state = self.state[param]
+                    buf = state.get("momentum_buffer")
+                    if buf is None:
+                        buf = state["momentum_buffer"] = torch.clone(grad).detach()
+                    else:
+                        buf.mul_(momentum).add_(grad, alpha=1 - dampening)
+                    grad = grad.add(buf, alpha=momentum) if nesterov else buf
+
+                param.add_(grad, alpha=-lr)
+        return loss
