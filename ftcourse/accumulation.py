@@ -1,5 +1,7 @@
 """Gradient accumulation done right.
 
+Copy alone.
+
 Reference: the loss of one optimizer step must be the loss of the whole accumulation window,
 i.e. the per-item losses summed over all micro-batches of the window and divided by the number of
 items in the window (examples, or non-padding tokens for a token-level loss). "Mean per
@@ -10,6 +12,7 @@ its Trainer in 2024). The loop therefore groups micro-batches into windows befor
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -18,10 +21,25 @@ import torch.nn.functional as F
 IGNORE_INDEX = -100
 
 
+def _int_at_least(name: str, value, minimum: int) -> int:
+    """``value`` as an int (ints, numpy integers; not bool): TypeError for other types, ValueError below ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
 def accumulation_windows(batches: Iterable, accumulation_steps: int) -> Iterator[list]:
-    """Consecutive lists of ``accumulation_steps`` micro-batches; the last list may be shorter."""
-    if not isinstance(accumulation_steps, int) or accumulation_steps < 1:
-        raise ValueError(f"accumulation_steps must be an int >= 1, got {accumulation_steps!r}")
+    """Consecutive lists of ``accumulation_steps`` micro-batches; the last list may be shorter.
+
+    ``accumulation_steps`` is an int >= 1 (numpy integers too; not bool): checked at the call,
+    ``TypeError`` for another type, ``ValueError`` below 1.
+    """
+    return _windows(batches, _int_at_least("accumulation_steps", accumulation_steps, 1))
+
+
+def _windows(batches: Iterable, accumulation_steps: int) -> Iterator[list]:
     window = []
     for batch in batches:
         window.append(batch)
@@ -34,6 +52,8 @@ def accumulation_windows(batches: Iterable, accumulation_steps: int) -> Iterator
 
 def optimizer_steps_per_epoch(n_batches: int, accumulation_steps: int) -> int:
     """ceil(n_batches / accumulation_steps): one step per (possibly short) window."""
+    n_batches = _int_at_least("n_batches", n_batches, 0)
+    accumulation_steps = _int_at_least("accumulation_steps", accumulation_steps, 1)
     return math.ceil(n_batches / accumulation_steps)
 
 

@@ -1,5 +1,7 @@
 """Mixed precision with ``torch.amp`` (never the deprecated ``torch.cuda.amp``).
 
+Copy alone.
+
 Modes: ``None``/``"fp32"`` (full precision), ``"fp16"`` (CUDA: fp16 autocast with a
 ``GradScaler``, because fp16's smallest normal number is 6e-5 and small gradients underflow
 to zero without loss scaling), ``"bf16"`` (autocast to bfloat16: fp32's exponent range, so no

@@ -1,5 +1,7 @@
 """Early stopping with restoration of the best weights.
 
+Copy alone.
+
 Reference: Prechelt, "Early Stopping -- But When?" (1998), the "stop after ``patience``
 evaluations without progress" rule; the same rule as Keras/Lightning ``EarlyStopping`` and HF
 ``EarlyStoppingCallback``. ``step(metric, model)`` is called after every evaluation and returns
@@ -9,10 +11,15 @@ where improvement means ``metric > best + min_delta`` (mode "max") or ``metric <
 restore) and like HF's ``load_best_model_at_end``, the weights of the best evaluation are kept (a
 CPU copy, or a file) and ``restore_best(model)`` loads exactly them back. ``patience=None`` never
 stops: best-checkpoint selection.
+
+Both classes are per run: ``EarlyStopping.reset()`` forgets everything a run recorded (best score,
+counters, the saved weights), and ``EarlyStoppingCallback.on_train_begin`` calls it, so one
+callback reused in a second ``train()`` call judges (and restores) that run only.
 """
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import warnings
 
@@ -32,21 +39,40 @@ class EarlyStopping:
     reason when patience runs out (a non-finite metric always warns).
 
     Attributes: ``best_score``, ``best_index`` (0-based evaluation), ``bad_evaluations``,
-    ``n_evaluations``, ``stopped_reason`` (None while training may go on).
+    ``n_evaluations``, ``stopped_reason`` (None while training may go on); :meth:`reset` clears
+    them (and the saved weights) for a new run.
+
+    ``patience`` is an int (numpy integers too, not bool) and ``min_delta`` a real number:
+    ``TypeError`` for other types, ``ValueError`` for values out of range.
     """
 
     def __init__(self, patience: int | None, min_delta: float = 0.0, mode: str = "max",
                  checkpoint_path: str | os.PathLike | None = None, verbose: bool = True):
-        # bool is an int subclass: patience=True would silently mean 1
-        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
-            raise ValueError(f"patience must be an int >= 1 (or None to never stop), got {patience!r}")
+        if patience is not None:
+            # bool is an int subclass: patience=True would silently mean 1
+            if isinstance(patience, bool) or not isinstance(patience, numbers.Integral):
+                raise TypeError(f"patience must be an int >= 1 (or None to never stop), "
+                                f"got {type(patience).__name__} {patience!r}")
+            if patience < 1:
+                raise ValueError(f"patience must be an int >= 1 (or None to never stop), got {patience!r}")
+            patience = int(patience)
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
-        if not (isinstance(min_delta, (int, float)) and math.isfinite(min_delta) and min_delta >= 0):
+        if isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real):
+            raise TypeError(f"min_delta must be a finite number >= 0, got {type(min_delta).__name__} {min_delta!r}")
+        if not (math.isfinite(min_delta) and min_delta >= 0):
             raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
         self.patience, self.min_delta, self.mode = patience, float(min_delta), mode
         self.checkpoint_path = checkpoint_path
         self.verbose = verbose
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the run: no best score or index, counters at 0, no stop reason, no saved weights.
+
+        A file at ``checkpoint_path`` is left on disk but no longer used (``restore_best`` raises
+        until an evaluation is recorded again, and the next improvement overwrites it).
+        """
         self.best_score: float | None = None
         self.best_index: int | None = None
         self.bad_evaluations = 0
@@ -78,7 +104,7 @@ class EarlyStopping:
         if self.patience is not None and self.bad_evaluations >= self.patience:
             self.stopped_reason = f"no improvement in {self.patience} evaluations (best {self.best_score:.4f})"
             if self.verbose:
-                print(f"[EarlyStopping] stopping: {self.stopped_reason}.")
+                print(f"[ftcourse.early_stopping] stopping: {self.stopped_reason}.")
             return True
         return False
 
@@ -103,15 +129,39 @@ class EarlyStopping:
 class EarlyStoppingCallback:
     """Plugs an :class:`EarlyStopping` into ``ftcourse.train.train``: it watches ``metric``
     (``"accuracy"`` or ``"loss"`` of the validation set) at every evaluation, stops training when
-    told to, and restores the best weights at the end (``restore=True``)."""
+    told to, and restores the best weights at the end (``restore=True``).
+
+    Per run: ``on_train_begin`` resets the :class:`EarlyStopping`, so a reused callback never
+    carries a best score (or weights) over from an earlier run.
+
+    For selection built on top (e.g. the best of the checkpoints and an SWA average): pass
+    ``restore=False``, then after training read :attr:`best_score` (the best checkpoint's
+    validation metric; None if no finite evaluation) and call :meth:`restore_best` if it wins.
+    """
 
     def __init__(self, early_stopping: EarlyStopping, metric: str = "accuracy", restore: bool = True):
+        if not isinstance(early_stopping, EarlyStopping):
+            raise TypeError(f"early_stopping must be an EarlyStopping, got {type(early_stopping).__name__}")
+        if not isinstance(restore, bool):
+            raise TypeError(f"restore must be True or False, got {type(restore).__name__} {restore!r}")
         if metric not in MONITORED:
             raise ValueError(f"metric must be one of {', '.join(map(repr, MONITORED))}, got {metric!r}")
         if early_stopping.mode != MONITORED[metric]:
             # mode "max" on the loss would keep the worst checkpoint without any error
             raise ValueError(f"metric {metric!r} needs EarlyStopping(mode={MONITORED[metric]!r}), got mode={early_stopping.mode!r}")
         self.early_stopping, self.metric, self.restore = early_stopping, metric, restore
+
+    @property
+    def best_score(self) -> float | None:
+        """The best validation ``metric`` of this run so far (None before any finite evaluation)."""
+        return self.early_stopping.best_score
+
+    def restore_best(self, model: nn.Module) -> nn.Module:
+        """Load this run's best evaluated weights into ``model`` (see :meth:`EarlyStopping.restore_best`)."""
+        return self.early_stopping.restore_best(model)
+
+    def on_train_begin(self, state) -> None:
+        self.early_stopping.reset()
 
     def on_evaluate(self, state, metrics: dict) -> None:
         if self.early_stopping.step(metrics[self.metric], state.model):

@@ -1,20 +1,36 @@
 """Layer-wise learning-rate decay (LLRD) and its grouped variant, as optimizer parameter groups.
 
+Copy with: models.py, param_groups.py.
+
 References: Howard & Ruder 2018 (ULMFiT, "discriminative fine-tuning", arXiv:1801.06146); Sun et al.
 2019 (How to Fine-Tune BERT for Text Classification?, arXiv:1905.05583); Zhang et al. 2021
-(Revisiting Few-sample BERT Fine-tuning, arXiv:2006.05987, section 5); the seed article's
-``roberta_base_AdamW_LLRD`` and ``roberta_base_AdamW_grouped_LLRD``.
+(Revisiting Few-sample BERT Fine-tuning, arXiv:2006.05987, section 5); the ``roberta_base_AdamW_LLRD``
+and ``roberta_base_AdamW_grouped_LLRD`` functions of the article "Advanced Techniques for
+Fine-tuning Transformers" (Towards Data Science).
 
-With L encoder layers numbered 0 (bottom) to L-1 (top), LLRD gives
+With L encoder layers numbered 0 (bottom) to L-1 (top), :func:`llrd_param_groups` gives
 
     layer i:      lr * decay ** (L - 1 - i)
     embeddings:   lr * decay ** L
     head:         head_lr (default lr)
 
-Grouped LLRD splits the layers into k contiguous groups that share one lr each, the embeddings
-joining the bottom group.
+Two conventions are in use, and they differ by one factor of the decay ξ below the head:
 
-Where every parameter goes. Each trainable parameter lands in exactly one *block*:
+* the "Advanced Techniques for Fine-tuning Transformers" article gives the top encoder block the
+  full lr (its ``init_lr``), each block below ξ times the one above, the embeddings ξ^L times lr:
+  the formula above, ``llrd_param_groups(model, lr, decay=ξ, head_lr=...)``;
+* Zhang et al. 2021's released code (asappresearch/revisit-bert-finetuning, ``run_glue.py``,
+  ``get_optimizer_grouped_parameters``) multiplies by ξ *before* the top block: the head (classifier
+  and pooler) gets lr, the top block lr·ξ, block i lr·ξ^(L-i), the embeddings lr·ξ^(L+1). That is
+  ``llrd_param_groups(model, lr=lr * ξ, decay=ξ, head_lr=lr)``. (Their code also gives the head no
+  weight decay at all; here the head's matrices get ``weight_decay`` like every other matrix.)
+
+Grouped LLRD (:func:`grouped_llrd_param_groups`) splits the layers into k contiguous groups that
+share one lr each, the embeddings joining the bottom group.
+
+Where every parameter goes: in the block ``ftcourse.models.parameter_blocks`` gives it, the one map
+of model parts that freezing and re-initialisation read too. Each trainable parameter lands in
+exactly one *block*:
 
 * ``embeddings``: the backbone's embedding module, plus the modules that only re-encode the
   input or positions for every layer, because the lowest-lr consumer sets their lr:
@@ -38,68 +54,42 @@ same factor, so the ratios between layers hold at every step.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence, Set
 
 from torch import nn
 
-from .models import _family, base_model, embeddings, encoder_layers
-from .param_groups import is_no_decay
-
-EMBEDDINGS, HEAD = "embeddings", "head"
-
-# model_type -> [(module path under the backbone, block it joins)]: the encoder-level modules
-# that are neither the embedding module nor an encoder block (see the module docstring).
-_EXTRA_BLOCKS = {
-    "electra": [("embeddings_project", EMBEDDINGS)],
-    "deberta-v2": [("encoder.rel_embeddings", EMBEDDINGS), ("encoder.LayerNorm", EMBEDDINGS), ("encoder.conv", 0)],
-}
+from .models import EMBEDDINGS, HEAD, ArgumentTypeError, _is_int, _is_real, encoder_layers, parameter_blocks
+from .param_groups import check_weight_decay, is_no_decay
 
 
 def _check_positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if not _is_real(value):
+        raise ArgumentTypeError(f"{name} must be a finite number > 0, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
 
 
-def _check_weight_decay(weight_decay) -> float:
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or not weight_decay >= 0:
-        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
-    return float(weight_decay)
+def _block_name(block) -> str:
+    """``"embeddings"``, ``"layer_3"``, ``"head"``: the group-name form of a ``parameter_blocks`` block."""
+    return block if isinstance(block, str) else f"layer_{block}"
 
 
 def layer_blocks(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
     """The trainable ``(name, parameter)`` pairs of ``model`` by block, bottom to top:
-    ``"embeddings"``, ``"layer_0"`` ... ``"layer_{L-1}"``, ``"head"`` (see the module docstring).
+    ``"embeddings"``, ``"layer_0"`` ... ``"layer_{L-1}"``, ``"head"`` (see the module docstring;
+    ``ftcourse.models.parameter_blocks`` decides the block).
 
     Every trainable parameter appears exactly once (shared/tied tensors once, under their first
     name); blocks with no trainable parameter are kept, with an empty list.
     """
-    layers = encoder_layers(model)  # TypeError for an unsupported family
-    block_of: dict[int, str] = {}
-    for p in embeddings(model).parameters():
-        block_of[id(p)] = EMBEDDINGS
-    for i, layer in enumerate(layers):
-        for p in layer.parameters():
-            block_of[id(p)] = f"layer_{i}"
-    backbone = base_model(model)
-    for path, block in _EXTRA_BLOCKS.get(_family(model), []):
-        module = backbone.get_submodule(path) if _has_submodule(backbone, path) else None
-        if module is None:
-            continue  # optional in the config (e.g. no conv when conv_kernel_size == 0)
-        for p in module.parameters():
-            block_of[id(p)] = block if isinstance(block, str) else f"layer_{block}"
-    blocks = {EMBEDDINGS: [], **{f"layer_{i}": [] for i in range(len(layers))}, HEAD: []}
-    for name, p in model.named_parameters():  # named_parameters yields a shared tensor once
-        if p.requires_grad:
-            blocks[block_of.get(id(p), HEAD)].append((name, p))
+    n_layers = len(encoder_layers(model))  # TypeError for an unsupported family
+    blocks = {EMBEDDINGS: [], **{f"layer_{i}": [] for i in range(n_layers)}, HEAD: []}
+    params = dict(model.named_parameters())
+    for name, block in parameter_blocks(model).items():
+        blocks[_block_name(block)].append((name, params[name]))
     return blocks
-
-
-def _has_submodule(module: nn.Module, path: str) -> bool:
-    try:
-        return module.get_submodule(path) is not None
-    except AttributeError:
-        return False
 
 
 def _param_groups(model: nn.Module, block_lrs: dict[str, float], weight_decay: float) -> list[dict]:
@@ -118,18 +108,25 @@ def llrd_param_groups(model: nn.Module, lr: float, decay: float, weight_decay: f
     """Parameter groups with layer-wise lr decay (Howard & Ruder 2018; Zhang et al. 2021, sec. 5).
 
     Layer i of L gets ``lr * decay ** (L - 1 - i)`` (the top layer ``lr``), the embeddings
-    ``lr * decay ** L``, the head ``head_lr`` (default ``lr``). Biases and normalisation weights get
-    weight decay 0, every other parameter ``weight_decay``. Only parameters with ``requires_grad``,
-    each exactly once. Pass the result to any torch optimizer: ``torch.optim.AdamW(groups, lr=lr)``.
+    ``lr * decay ** L``, the head ``head_lr`` (default ``lr``): the convention of the "Advanced
+    Techniques for Fine-tuning Transformers" article. Zhang et al.'s code gives the top layer
+    ``lr * decay`` already: ``llrd_param_groups(model, lr=lr * decay, decay=decay, head_lr=lr)``
+    (module docstring). Biases and normalisation weights get weight decay 0, every other parameter
+    ``weight_decay``. Only parameters with ``requires_grad``, each exactly once. Pass the result to
+    any torch optimizer: ``torch.optim.AdamW(groups, lr=lr)``.
 
     ``decay=1`` gives every block the same lr (plain fine-tuning with a possibly different head lr).
-    Raises ValueError for ``lr <= 0``, ``decay`` outside (0, 1], ``weight_decay < 0`` or
-    ``head_lr <= 0``; TypeError for a model family ``ftcourse.models`` does not support.
+    Numbers may be Python or numpy numbers. Raises ValueError for ``lr <= 0``, ``decay`` outside
+    (0, 1], ``weight_decay`` < 0 or NaN, ``head_lr <= 0`` (or any of them infinite); TypeError for
+    a non-number, or for a model family ``ftcourse.models`` does not support.
     """
     lr = _check_positive("lr", lr)
-    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay <= 1:
+    if not _is_real(decay):
+        raise ArgumentTypeError(f"decay must be a number in (0, 1] (1 = no decay), got {decay!r}")
+    if not 0 < decay <= 1:
         raise ValueError(f"decay must be in (0, 1] (1 = no decay), got {decay!r}")
-    weight_decay = _check_weight_decay(weight_decay)
+    decay = float(decay)
+    weight_decay = check_weight_decay(weight_decay)
     head_lr = lr if head_lr is None else _check_positive("head_lr", head_lr)
     n_layers = len(encoder_layers(model))
     block_lrs = {EMBEDDINGS: lr * decay ** n_layers, HEAD: head_lr}
@@ -140,10 +137,16 @@ def llrd_param_groups(model: nn.Module, lr: float, decay: float, weight_decay: f
 def split_layers(n_layers: int, n_groups: int) -> list[range]:
     """``n_layers`` layer indices split bottom to top into ``n_groups`` contiguous ranges whose
     sizes differ by at most one; the remainder goes to the *bottom* groups (numpy's
-    ``array_split`` convention): 6 layers in 4 groups -> sizes 2, 2, 1, 1."""
+    ``array_split`` convention): 6 layers in 4 groups -> sizes 2, 2, 1, 1.
+
+    Raises ValueError unless ``1 <= n_groups <= n_layers``; TypeError for a non-int argument."""
+    for name, value in (("n_layers", n_layers), ("n_groups", n_groups)):
+        if not _is_int(value):
+            raise ArgumentTypeError(f"{name} must be an int, got {value!r}")
+    n_layers, n_groups = int(n_layers), int(n_groups)
     if not 1 <= n_groups <= n_layers:
-        raise ValueError(f"the number of groups (len(group_lrs)) must be between 1 and the number of layers "
-                         f"({n_layers}), got {n_groups}")
+        raise ValueError(f"the number of groups (n_groups, len(group_lrs) for grouped LLRD) must be between 1 "
+                         f"and the number of layers ({n_layers}), got {n_groups}")
     size, extra = divmod(n_layers, n_groups)
     ranges, start = [], 0
     for g in range(n_groups):
@@ -155,22 +158,30 @@ def split_layers(n_layers: int, n_groups: int) -> list[range]:
 
 def grouped_llrd_param_groups(model: nn.Module, group_lrs: Sequence[float], weight_decay: float = 0.0,
                               head_lr: float | None = None) -> list[dict]:
-    """Grouped LLRD (the seed article's ``roberta_base_AdamW_grouped_LLRD``, generalised).
+    """Grouped LLRD (``roberta_base_AdamW_grouped_LLRD`` of the "Advanced Techniques for Fine-tuning
+    Transformers" article, generalised).
 
     The L encoder layers are split bottom to top into ``len(group_lrs)`` contiguous groups, as equal
     as possible with the remainder in the bottom groups (:func:`split_layers`); group g's layers
     share ``group_lrs[g]``; the embeddings join the first (bottom) group; the head gets ``head_lr``
-    (default: the top group's lr). The seed article's roberta-base recipe is
+    (default: the top group's lr). The article's roberta-base recipe is
     ``group_lrs=[1e-6, 1.75e-6, 3.5e-6], head_lr=3.6e-6, weight_decay=0.01``.
 
-    Groups and names are as in :func:`llrd_param_groups` (one group per block and decay kind), so
-    the two variants plot and inspect the same way. Raises ValueError for an empty ``group_lrs``,
-    more groups than layers, a non-positive lr, ``weight_decay < 0`` or ``head_lr <= 0``.
+    ``group_lrs``: a list, tuple or 1-D numpy array of lrs, bottom group first. Groups and names are
+    as in :func:`llrd_param_groups` (one group per block and decay kind), so the two variants plot
+    and inspect the same way. Raises ValueError for an empty ``group_lrs``, more groups than layers,
+    a non-positive lr, ``weight_decay`` < 0 or NaN, or ``head_lr <= 0``; TypeError when
+    ``group_lrs`` is not a sequence of numbers.
     """
-    if isinstance(group_lrs, (str, bytes)) or not isinstance(group_lrs, Sequence) or len(group_lrs) == 0:
+    # Not Sequence alone: a numpy array is not registered as one. Sets and dicts have no order of groups.
+    if isinstance(group_lrs, (str, bytes, Mapping, Set)) or not hasattr(group_lrs, "__len__") \
+            or not hasattr(group_lrs, "__getitem__") or getattr(group_lrs, "ndim", 1) != 1:
+        raise ArgumentTypeError(f"group_lrs must be a non-empty sequence of lrs (list, tuple or 1-D array, bottom "
+                                f"group first), got {group_lrs!r}")
+    if len(group_lrs) == 0:
         raise ValueError(f"group_lrs must be a non-empty sequence of lrs (bottom group first), got {group_lrs!r}")
     group_lrs = [_check_positive(f"group_lrs[{g}]", v) for g, v in enumerate(group_lrs)]
-    weight_decay = _check_weight_decay(weight_decay)
+    weight_decay = check_weight_decay(weight_decay)
     head_lr = group_lrs[-1] if head_lr is None else _check_positive("head_lr", head_lr)
     n_layers = len(encoder_layers(model))
     block_lrs = {EMBEDDINGS: group_lrs[0], HEAD: head_lr}
@@ -179,25 +190,35 @@ def grouped_llrd_param_groups(model: nn.Module, group_lrs: Sequence[float], weig
     return _param_groups(model, block_lrs, weight_decay)
 
 
+_BLOCK_NAME = re.compile(r"(embeddings|head|layer_(\d+))\.\w+")
+
+
 def block_lrs(groups: Sequence[dict]) -> dict[str, float]:
     """``{block: lr}`` of groups made by this module, bottom to top (``"embeddings"``, ``"layer_0"``,
     ..., ``"head"``). Works on ``optimizer.param_groups`` too, so it shows the lrs a schedule has
-    set. Raises ValueError for a group without a ``name`` or for blocks of one name with two lrs."""
+    set. Raises ValueError for a group without an ``lr`` or without a ``name`` of this module's form
+    (``"layer_3.decay"``), or for blocks of one name with two lrs; TypeError for a group that is
+    not a dict (a single group passed instead of a list of groups)."""
+    if isinstance(groups, Mapping):
+        raise TypeError("groups must be a list of parameter-group dicts (e.g. optimizer.param_groups), got one dict")
     lrs: dict[str, float] = {}
-    for group in groups:
+    depth: dict[str, float] = {}
+    for k, group in enumerate(groups):
+        if not isinstance(group, Mapping):
+            raise TypeError(f"groups[{k}] must be a parameter-group dict, got {type(group).__name__}")
         name = group.get("name")
-        if not isinstance(name, str) or "." not in name:
+        match = _BLOCK_NAME.fullmatch(name) if isinstance(name, str) else None
+        if match is None:
             raise ValueError(f"groups must come from llrd_param_groups / grouped_llrd_param_groups (a 'name' "
                              f"like 'layer_3.decay'); got a group with name={name!r}")
+        if "lr" not in group:
+            raise ValueError(f"group {name!r} has no 'lr'")
         block = name.split(".")[0]
         if block in lrs and lrs[block] != group["lr"]:
             raise ValueError(f"block {block!r} has two lrs: {lrs[block]} and {group['lr']}")
         lrs[block] = group["lr"]
-
-    def depth(block: str) -> float:
-        return -1 if block == EMBEDDINGS else math.inf if block == HEAD else int(block.split("_")[1])
-
-    return dict(sorted(lrs.items(), key=lambda kv: depth(kv[0])))
+        depth[block] = -1 if block == EMBEDDINGS else math.inf if block == HEAD else int(match.group(2))
+    return dict(sorted(lrs.items(), key=lambda kv: depth[kv[0]]))
 
 
 def plot_layer_lrs(groups: Sequence[dict], ax=None, label: str | None = None, **plot_kwargs):

@@ -1,5 +1,7 @@
 """Learning-rate schedules: pure functions of the step, wrapped in ``LambdaLR``.
 
+Copy alone.
+
 Each schedule is a module-level function ``f(step, **params) -> multiplier``. :func:`get_schedule`
 binds its parameters with ``functools.partial`` and wraps it in
 ``torch.optim.lr_scheduler.LambdaLR``, which sets each parameter group's lr to *that group's own*
@@ -25,6 +27,7 @@ and Hägele et al. 2024 (arXiv:2405.18392) for warmup-stable-decay.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 
@@ -191,11 +194,33 @@ def warmup_stable_decay_multiplier(step: int, *, num_warmup_steps: int, num_stab
 # ---------------------------------------------------------------------------------------------
 # Building a scheduler
 # ---------------------------------------------------------------------------------------------
-def _check_int(value, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"Invalid {name}: {value!r} ({name} must be an int number of steps)")
+def _check_int(value, name: str, minimum: int) -> int:
+    """``value`` as a Python int; ints and numpy integers are accepted, bool is not (True is not a count)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"Invalid {name}: {value!r} ({name} must be an int number of steps, "
+                        f"got {type(value).__name__})")
+    value = int(value)
     if value < minimum:
-        raise ValueError(f"Invalid {name}: {value} ({name} must be >= {minimum})")
+        raise ValueError(f"Invalid {name}: {value} ({name} must be an int >= {minimum})")
+    return value
+
+
+def _check_real(value, name: str, allowed: str, ok) -> float:
+    """``value`` as a float: a real number (not bool), finite, and with ``ok(value)`` true."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"Invalid {name}: {value!r} ({name} must be {allowed}, got {type(value).__name__})")
+    value = float(value)
+    if not (math.isfinite(value) and ok(value)):
+        raise ValueError(f"Invalid {name}: {value!r} ({name} must be {allowed})")
+    return value
+
+
+def _num_cycles(kwargs: dict, default: float) -> float:
+    return _check_real(kwargs.get("num_cycles", default), "num_cycles", "a finite number", lambda v: True)
+
+
+def _gamma(value) -> float:
+    return _check_real(value, "gamma", "a finite number > 0", lambda v: v > 0)
 
 
 def _lr_lambda(name: str, optimizer, num_warmup_steps: int, num_training_steps: int, kwargs: dict):
@@ -229,39 +254,42 @@ def _lr_lambda(name: str, optimizer, num_warmup_steps: int, num_training_steps: 
         return partial(linear_multiplier, num_warmup_steps=W, num_training_steps=N)
     if name == "cosine":
         return partial(cosine_multiplier, num_warmup_steps=W, num_training_steps=N,
-                       num_cycles=kwargs.get("num_cycles", 0.5))
+                       num_cycles=_num_cycles(kwargs, 0.5))
     if name == "cosine_with_restarts":
         return partial(cosine_with_restarts_multiplier, num_warmup_steps=W, num_training_steps=N,
-                       num_cycles=kwargs.get("num_cycles", 1))
+                       num_cycles=_num_cycles(kwargs, 1))
     if name == "polynomial":
         lr_init = optimizer.defaults["lr"]
         lr_end = kwargs.get("lr_end", 1e-7)
+        if isinstance(lr_end, bool) or not isinstance(lr_end, numbers.Real):
+            raise TypeError(f"Invalid lr_end: {lr_end!r} (lr_end must be a number smaller than the optimizer's "
+                            f"lr {lr_init}, got {type(lr_end).__name__})")
         if not lr_init > lr_end:
             raise ValueError(f"Invalid lr_end: {lr_end} (lr_end must be smaller than the optimizer's lr {lr_init})")
+        power = _check_real(kwargs.get("power", 1.0), "power", "a finite number >= 0", lambda v: v >= 0)
         return partial(polynomial_multiplier, num_warmup_steps=W, num_training_steps=N, lr_end=lr_end,
-                       power=kwargs.get("power", 1.0), lr_init=lr_init)
+                       power=power, lr_init=lr_init)
     if name == "inverse_sqrt":
         timescale = kwargs.get("timescale")
         if timescale is None:
             timescale = W or 10_000
-        _check_int(timescale, "timescale", 1)
+        timescale = _check_int(timescale, "timescale", 1)
         return partial(inverse_sqrt_multiplier, num_warmup_steps=W, timescale=timescale)
     if name == "step":
         if "step_size" not in kwargs:
             raise ValueError("Missing step_size (the 'step' schedule needs step_size, as torch's StepLR)")
-        _check_int(kwargs["step_size"], "step_size", 1)
-        return partial(step_multiplier, num_warmup_steps=W, step_size=kwargs["step_size"],
-                       gamma=kwargs.get("gamma", 0.1))
+        step_size = _check_int(kwargs["step_size"], "step_size", 1)
+        return partial(step_multiplier, num_warmup_steps=W, step_size=step_size,
+                       gamma=_gamma(kwargs.get("gamma", 0.1)))
     if name == "exponential":
         if "gamma" not in kwargs:
             raise ValueError("Missing gamma (the 'exponential' schedule needs gamma, as torch's ExponentialLR)")
-        return partial(exponential_multiplier, num_warmup_steps=W, gamma=kwargs["gamma"])
+        return partial(exponential_multiplier, num_warmup_steps=W, gamma=_gamma(kwargs["gamma"]))
     # warmup_stable_decay
     if kwargs.get("num_decay_steps") is None:
         raise ValueError("Missing num_decay_steps (the 'warmup_stable_decay' schedule needs num_decay_steps, "
                          "as transformers' get_wsd_schedule)")
-    num_decay_steps = kwargs["num_decay_steps"]
-    _check_int(num_decay_steps, "num_decay_steps", 0)
+    num_decay_steps = _check_int(kwargs["num_decay_steps"], "num_decay_steps", 0)
     num_stable_steps = kwargs.get("num_stable_steps")
     if num_stable_steps is None:
         num_stable_steps = N - W - num_decay_steps
@@ -270,15 +298,20 @@ def _lr_lambda(name: str, optimizer, num_warmup_steps: int, num_training_steps: 
                 f"Invalid num_decay_steps: {num_decay_steps} (num_warmup_steps + num_decay_steps must be "
                 f"<= num_training_steps = {N})"
             )
-    _check_int(num_stable_steps, "num_stable_steps", 0)
+    num_stable_steps = _check_int(num_stable_steps, "num_stable_steps", 0)
     for arg in ("warmup_type", "decay_type"):
         value = kwargs.get(arg, "linear" if arg == "warmup_type" else "cosine")
+        if not isinstance(value, str):
+            raise TypeError(f"Invalid {arg}: {value!r} ({arg} must be one of {', '.join(_WSD_SHAPES)}, "
+                            f"got {type(value).__name__})")
         if value not in _WSD_SHAPES:
             raise ValueError(f"Invalid {arg}: {value!r} ({arg} must be one of {', '.join(_WSD_SHAPES)})")
+    min_lr_ratio = _check_real(kwargs.get("min_lr_ratio", 0.0), "min_lr_ratio", "a number in [0, 1]",
+                               lambda v: 0 <= v <= 1)
     return partial(warmup_stable_decay_multiplier, num_warmup_steps=W, num_stable_steps=num_stable_steps,
                    num_decay_steps=num_decay_steps, warmup_type=kwargs.get("warmup_type", "linear"),
-                   decay_type=kwargs.get("decay_type", "cosine"), min_lr_ratio=kwargs.get("min_lr_ratio", 0.0),
-                   num_cycles=kwargs.get("num_cycles", 0.5))
+                   decay_type=kwargs.get("decay_type", "cosine"), min_lr_ratio=min_lr_ratio,
+                   num_cycles=_num_cycles(kwargs, 0.5))
 
 
 def get_schedule(name: str, optimizer: torch.optim.Optimizer, num_warmup_steps: int, num_training_steps: int,
@@ -300,16 +333,22 @@ def get_schedule(name: str, optimizer: torch.optim.Optimizer, num_warmup_steps: 
             (required), ``num_stable_steps`` (default ``N − W − num_decay_steps``),
             ``warmup_type="linear"``, ``decay_type="cosine"``, ``min_lr_ratio=0``, ``num_cycles=0.5``.
 
+    Step counts (``num_warmup_steps``, ``num_training_steps``, ``step_size``, ``timescale``,
+    ``num_decay_steps``, ``num_stable_steps``) are ints or numpy integers (not bool, not floats).
+
     Raises:
-        ValueError: unknown ``name`` (the message lists the valid names), non-int or negative
+        ValueError: unknown ``name`` (the message lists the valid names), negative
             ``num_warmup_steps``, ``num_training_steps <= 0``, ``num_warmup_steps >
-            num_training_steps``, a keyword argument the schedule does not take, or a missing
-            required one.
+            num_training_steps``, a keyword argument the schedule does not take, a missing
+            required one, ``gamma <= 0`` or not finite, ``num_cycles`` not finite, ``power < 0``
+            or not finite, ``min_lr_ratio`` outside [0, 1] (or NaN), ``lr_end`` not below the lr.
+        TypeError: a step count that is not an integer (a float, a bool), a number argument that
+            is not a real number, ``warmup_type``/``decay_type`` not a string.
     """
     if name not in SCHEDULE_NAMES:
         raise ValueError(f"Unknown schedule name: {name!r} (name must be one of: {', '.join(SCHEDULE_NAMES)})")
-    _check_int(num_warmup_steps, "num_warmup_steps", 0)
-    _check_int(num_training_steps, "num_training_steps", 1)
+    num_warmup_steps = _check_int(num_warmup_steps, "num_warmup_steps", 0)
+    num_training_steps = _check_int(num_training_steps, "num_training_steps", 1)
     if num_warmup_steps > num_training_steps:
         raise ValueError(
             f"Invalid num_warmup_steps: {num_warmup_steps} (num_warmup_steps must be <= num_training_steps "

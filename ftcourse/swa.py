@@ -1,5 +1,7 @@
 """Stochastic weight averaging (SWA) and its EMA variant, as a callback of ``ftcourse.train.train``.
 
+Copy alone.
+
 Reference: Izmailov, Podoprikhin, Garipov, Vetrov, Wilson, "Averaging Weights Leads to Wider
 Optima and Better Generalization" (UAI 2018, arXiv:1803.05407). Train with the normal schedule for
 a fraction of the run (default 75%), then switch to a constant (or briefly annealed) SWA learning
@@ -22,11 +24,16 @@ BatchNorm module and returns before reading a single batch. Where a model *does*
 torch's ``update_bn`` calls ``model(batch)`` with the batch as one positional argument (or its
 first element for a list/tuple), which fails for the dict batches of Hugging Face models
 (``model(**batch)``). :func:`update_bn` here does the same pass for dict batches, and says (returns
-False) when there is no BatchNorm to update.
+False) when there is no BatchNorm to update; like torch's, it leaves the model in the train/eval
+mode it found it in.
+
+A :class:`SWACallback` is per run: ``on_train_begin`` starts it afresh, so one object reused for a
+second ``train()`` call averages that run only.
 """
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -72,20 +79,47 @@ def update_bn(loader, model: nn.Module, device: torch.device | str | None = None
     Returns True if statistics were recomputed, False if ``model`` has no BatchNorm layer: then
     there is nothing to do (LayerNorm, used by every Transformer here, normalises each example by
     its own statistics and keeps no running averages), and the loader is not read.
+
+    The pass runs in train mode (BatchNorm updates its statistics only then); afterwards every
+    module is back in the mode it had (a model in eval mode stays in eval mode, dropout off), as
+    with torch's ``update_bn``, also when the pass raises.
     """
     if not has_batchnorm(model):
         return False
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    torch_update_bn(_inputs(loader, device), _AnyBatch(model))
+    # torch's update_bn restores the mode of the module it is given: here a fresh wrapper, always in
+    # train mode; so keep and restore each module's own mode (a model may mix them, e.g. frozen BN),
+    # and BatchNorm's momentum, which torch sets to None for the pass and restores only on success
+    modes = {module: module.training for module in model.modules()}
+    momenta = {m: m.momentum for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    try:
+        torch_update_bn(_inputs(loader, device), _AnyBatch(model))
+    finally:
+        for module, training in modes.items():
+            module.training = training
+        for module, momentum in momenta.items():
+            module.momentum = momentum
     return True
 
 
 def ema_decay_for_window(steps: int) -> float:
     """The EMA decay whose weights have the same centre of mass as an equal average of ``steps``
     snapshots: ``decay = 1 - 2 / (steps + 1)`` (the usual span/decay relation of EMAs)."""
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    steps = _int_at_least("steps", steps, 1)
     return 1.0 - 2.0 / (steps + 1)
+
+
+def _int_at_least(name: str, value, minimum: int) -> int:
+    """``value`` as an int (ints, numpy integers; not bool): TypeError for other types, ValueError below ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 class SWACallback:
@@ -113,27 +147,40 @@ class SWACallback:
 
     After training: ``averaged`` (the ``AveragedModel``; ``averaged.module`` is the model),
     ``start_step``, ``update_steps`` (the steps snapshotted), ``metrics`` (validation loss and
-    accuracy of the averaged model, if the run had an eval loader), ``lrs`` (the SWA lrs).
+    accuracy of the averaged model, if the run had an eval loader), ``lrs`` (the SWA lrs). These
+    are per run: :meth:`reset` (called by ``on_train_begin``) clears them, so reusing the object in
+    another ``train()`` call gives what a fresh one would.
     """
 
     def __init__(self, start: float = 0.75, swa_lr: float | Sequence[float] | None = None, anneal_steps: int = 0,
                  anneal_strategy: str = "cos", update_every: int = 1, ema_decay: float | None = None,
                  replace_scheduler: bool | None = None, use_buffers: bool = False, replace_model: bool = False,
                  bn_loader=None, evaluate: bool = True):
-        if isinstance(start, bool) or not isinstance(start, (int, float)) or not 0 < start <= 1:
+        if not _is_real(start):
+            raise TypeError(f"start must be a fraction of training in (0, 1], got {type(start).__name__} {start!r}")
+        if not 0 < start <= 1:
             raise ValueError(f"start must be a fraction of training in (0, 1], got {start!r}")
         if swa_lr is not None:
+            allowed = "swa_lr must be None, a float >= 0 or a sequence of them (one per group)"
+            if isinstance(swa_lr, str) or not (_is_real(swa_lr) or isinstance(swa_lr, Sequence)):
+                raise TypeError(f"{allowed}, got {type(swa_lr).__name__} {swa_lr!r}")
             lrs = list(swa_lr) if isinstance(swa_lr, Sequence) else [swa_lr]
-            if not lrs or not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in lrs):
-                raise ValueError(f"swa_lr must be None, a float >= 0 or a sequence of them (one per group), got {swa_lr!r}")
-        if isinstance(anneal_steps, bool) or not isinstance(anneal_steps, int) or anneal_steps < 0:
-            raise ValueError(f"anneal_steps must be an int >= 0 (optimizer steps), got {anneal_steps!r}")
+            if not all(_is_real(v) for v in lrs):
+                raise TypeError(f"{allowed}, got {swa_lr!r}")
+            if not lrs or not all(math.isfinite(v) and v >= 0 for v in lrs):
+                raise ValueError(f"{allowed}, got {swa_lr!r}")
+        anneal_steps = _int_at_least("anneal_steps", anneal_steps, 0)
         if anneal_strategy not in ANNEAL_STRATEGIES:
-            raise ValueError(f"anneal_strategy must be one of {', '.join(map(repr, ANNEAL_STRATEGIES))}, got {anneal_strategy!r}")
-        if isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1:
-            raise ValueError(f"update_every must be an int >= 1 (optimizer steps), got {update_every!r}")
-        if ema_decay is not None and not (isinstance(ema_decay, (int, float)) and 0 < ema_decay < 1):
-            raise ValueError(f"ema_decay must be None (SWA) or a float in (0, 1) (EMA), got {ema_decay!r}")
+            raise ValueError(f"anneal_strategy must be one of {', '.join(map(repr, ANNEAL_STRATEGIES))}, "
+                             f"got {anneal_strategy!r}")
+        update_every = _int_at_least("update_every", update_every, 1)
+        if ema_decay is not None:
+            if not _is_real(ema_decay):
+                raise TypeError(f"ema_decay must be None (SWA) or a float in (0, 1) (EMA), got "
+                                f"{type(ema_decay).__name__} {ema_decay!r}")
+            if not 0 < ema_decay < 1:
+                raise ValueError(f"ema_decay must be None (SWA) or a float in (0, 1) (EMA), got {ema_decay!r}")
+            ema_decay = float(ema_decay)
         if replace_scheduler not in (None, True, False):
             raise ValueError(f"replace_scheduler must be None, True or False, got {replace_scheduler!r}")
         self.start, self.swa_lr, self.anneal_steps = float(start), swa_lr, anneal_steps
@@ -141,6 +188,10 @@ class SWACallback:
         self.replace_scheduler = (ema_decay is None) if replace_scheduler is None else replace_scheduler
         self.use_buffers, self.replace_model, self.bn_loader = use_buffers, replace_model, bn_loader
         self.evaluate = evaluate
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the last run: no averaged model, no snapshot steps, metrics or SWA lrs."""
         self.averaged: AveragedModel | None = None
         self.start_step: int | None = None
         self.update_steps: list[int] = []
@@ -159,7 +210,7 @@ class SWACallback:
         if has_batchnorm(state.model) and not self.use_buffers and self.bn_loader is None:
             raise ValueError("SWACallback: the model has BatchNorm, so the averaged model needs fresh running "
                              "statistics: pass bn_loader (the training loader) or use_buffers=True")
-        self.averaged, self.update_steps, self.metrics, self.lrs = None, [], None, None
+        self.reset()
         self.start_step = self.start_step_for(state.total_steps)
 
     def _begin_averaging(self, state) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -231,9 +232,22 @@ def test_optimizer_and_scheduler_step_ceil_n_over_k_times_per_epoch(n_batches, k
 
 
 def test_accumulation_windows_rejects_bad_k():
-    for bad in (0, -1, 1.5, "2"):
-        with pytest.raises(ValueError, match="accumulation_steps"):
-            list(accumulation_windows([1, 2, 3], bad))
+    for bad in (0, -1, np.int64(0)):
+        with pytest.raises(ValueError, match="accumulation_steps must be an int >= 1"):
+            accumulation_windows([1, 2, 3], bad)  # at the call, not at the first next()
+    for bad in (1.5, 2.0, "2", True, np.bool_(True), None):
+        with pytest.raises(TypeError, match="accumulation_steps must be an int >= 1"):
+            accumulation_windows([1, 2, 3], bad)
+
+
+def test_accumulation_windows_accepts_numpy_integers():
+    assert list(accumulation_windows(range(5), np.int64(2))) == [[0, 1], [2, 3], [4]]
+    assert list(accumulation_windows(range(3), np.uint8(1))) == [[0], [1], [2]]
+    assert optimizer_steps_per_epoch(np.int64(5), np.int32(2)) == 3
+    with pytest.raises(ValueError, match="accumulation_steps must be an int >= 1"):
+        optimizer_steps_per_epoch(5, 0)
+    with pytest.raises(TypeError, match="n_batches must be an int >= 0"):
+        optimizer_steps_per_epoch(5.0, 2)
 
 
 # ---------------------------------------------------------------- the seed article's condition

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from conftest import synthetic_batches, tiny_classifier
@@ -63,9 +64,10 @@ def test_non_finite_metric_stops_at_once_with_a_message(bad, mode):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(patience=0), "patience"), (dict(patience=-1), "patience"), (dict(patience=2.0), "patience"),
-        (dict(patience=True), "patience"), (dict(patience=2, mode="maximize"), "mode must be 'max' or 'min'"),
-        (dict(patience=2, min_delta=-0.1), "min_delta"), (dict(patience=2, min_delta=float("nan")), "min_delta"),
+        (dict(patience=0), "patience must be an int >= 1"), (dict(patience=-1), "patience"),
+        (dict(patience=np.int64(0)), "patience"), (dict(patience=2, mode="maximize"), "mode must be 'max' or 'min'"),
+        (dict(patience=2, min_delta=-0.1), "min_delta must be a finite number >= 0"),
+        (dict(patience=2, min_delta=float("nan")), "min_delta"), (dict(patience=2, min_delta=float("inf")), "min_delta"),
     ],
 )
 def test_bad_arguments_raise(kwargs, match):
@@ -73,11 +75,58 @@ def test_bad_arguments_raise(kwargs, match):
         EarlyStopping(**kwargs)
 
 
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(patience=2.0), "patience must be an int >= 1"), (dict(patience=True), "patience must be an int >= 1"),
+        (dict(patience="3"), "patience"), (dict(patience=2, min_delta="0.1"), "min_delta must be a finite number"),
+        (dict(patience=2, min_delta=True), "min_delta"),
+    ],
+)
+def test_arguments_of_the_wrong_type_raise_type_error(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        EarlyStopping(**kwargs)
+
+
+def test_numpy_numbers_are_accepted():
+    es = EarlyStopping(patience=np.int64(3), min_delta=np.float64(0.01), verbose=False)
+    assert type(es.patience) is int and es.patience == 3 and es.min_delta == 0.01
+    assert EarlyStopping(patience=np.int32(2), min_delta=np.float32(0.5)).min_delta == 0.5
+    assert [es.step(v, MODEL) for v in (0.5, 0.505, 0.509, 0.508)] == [False, False, False, True]
+
+
+def test_verbose_stop_message_names_the_module(capsys):
+    es = EarlyStopping(patience=1)
+    es.step(0.5, MODEL)
+    es.step(0.4, MODEL)
+    assert capsys.readouterr().out == "[ftcourse.early_stopping] stopping: no improvement in 1 evaluations (best 0.5000).\n"
+    EarlyStopping(patience=1, verbose=False).step(0.5, MODEL)
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_reset_forgets_the_run(tmp_path, on_disk):
+    es = EarlyStopping(patience=1, verbose=False, checkpoint_path=tmp_path / "best.pt" if on_disk else None)
+    es.step(0.9, MODEL)
+    es.step(0.1, MODEL)
+    assert es.stopped_reason is not None
+    es.reset()
+    assert (es.best_score, es.best_index, es.bad_evaluations, es.n_evaluations, es.stopped_reason) == (None, None, 0, 0, None)
+    assert es._best_state is None
+    with pytest.raises(RuntimeError, match="no finite evaluation"):
+        es.restore_best(MODEL)
+    assert es.step(0.2, MODEL) is False and es.best_score == 0.2 and es.best_index == 0  # 0.2 < 0.9: a new run
+
+
 def test_callback_rejects_unknown_metric_and_wrong_mode():
     with pytest.raises(ValueError, match="metric must be one of"):
         EarlyStoppingCallback(EarlyStopping(2), metric="f1")
     with pytest.raises(ValueError, match="mode='min'"):
         EarlyStoppingCallback(EarlyStopping(2, mode="max"), metric="loss")
+    with pytest.raises(TypeError, match="early_stopping must be an EarlyStopping"):
+        EarlyStoppingCallback(3)
+    with pytest.raises(TypeError, match="restore must be True or False"):
+        EarlyStoppingCallback(EarlyStopping(2), restore="yes")
 
 
 def test_restore_before_any_evaluation_raises():
@@ -187,3 +236,42 @@ def test_evaluating_often_does_not_change_training():
                         eval_loader=loader, eval_every=eval_every, progress=False)
         losses.append([r["loss"] for r in history.steps])
     assert losses[0] == losses[1]
+
+
+def _run(callbacks, seed, lr, epochs):
+    set_seed(seed)
+    model = tiny_classifier("bert", num_layers=1)
+    history = train(model, synthetic_batches(8, seed=1), torch.optim.AdamW(model.parameters(), lr=lr), epochs=epochs,
+                    eval_loader=synthetic_batches(4, seed=2), eval_every=2, callbacks=callbacks, progress=False)
+    return model, history
+
+
+def test_a_reused_callback_restores_the_second_runs_own_best_weights():
+    es = EarlyStopping(patience=None, mode="max", verbose=False)
+    callback = EarlyStoppingCallback(es, metric="accuracy", restore=True)
+    _, first = _run([callback], seed=0, lr=1e-2, epochs=6)  # learns the task
+    best_first = max(e["val_accuracy"] for e in first.evals)
+    assert es.best_score == best_first >= 0.9
+    snaps = Snapshots()
+    model, second = _run([callback, snaps], seed=1, lr=1e-2, epochs=2)  # a fresh model, a shorter run
+    accuracies = [e["val_accuracy"] for e in second.evals]
+    best = max(range(len(accuracies)), key=accuracies.__getitem__)  # the first maximum
+    assert max(accuracies) < best_first, "test needs a second run that never reaches the first run's best"
+    assert best != len(accuracies) - 1, "test needs a second run whose best evaluation is not the last"
+    # run 2 ends with its own best weights (not run 1's, which no run-2 evaluation beat)
+    torch.testing.assert_close(model.state_dict(), snaps.states[best], rtol=0, atol=0)
+    assert es.n_evaluations == len(accuracies) and es.best_index == best
+    assert callback.best_score == es.best_score == accuracies[best]
+
+
+def test_restore_false_leaves_the_final_weights_and_the_hooks_select_later():
+    # what a "best of {checkpoints, SWA average}" selector needs: restore=False, best_score, restore_best
+    es = EarlyStopping(patience=None, mode="min", verbose=False)
+    callback = EarlyStoppingCallback(es, metric="loss", restore=False)
+    snaps = Snapshots()
+    model, history = _train([callback, snaps])
+    torch.testing.assert_close(model.state_dict(), snaps.states[-1], rtol=0, atol=0)
+    losses = [e["val_loss"] for e in history.evals]
+    assert callback.best_score == min(losses)
+    assert callback.restore_best(model) is model
+    torch.testing.assert_close(model.state_dict(), snaps.states[es.best_index], rtol=0, atol=0)

@@ -12,6 +12,7 @@ import copy
 import pytest
 import torch
 from torch import nn
+from tiny_models import tiny_model  # the one factory: every optional module on (DeBERTa's conv too)
 from torch.optim.lr_scheduler import LambdaLR
 
 from ftcourse.freezing import (
@@ -28,48 +29,32 @@ from ftcourse.freezing import (
 from ftcourse.param_groups import is_no_decay
 from ftcourse.train import train
 
-NUM_LAYERS = 3
-VOCAB = 40
-SIZES = dict(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=NUM_LAYERS, num_attention_heads=2,
-             intermediate_size=32, max_position_embeddings=32)
+NUM_LAYERS = 3  # tiny_models' default
+VOCAB = 40  # token ids of the batches below (the tiny models have 100)
 
-# family -> (prefixes of the embedding-side parameters, prefix of block i with "{i}")
+# family -> (prefixes of the embedding-side parameters, prefix of block i with "{i}",
+#            {i: prefixes of the modules outside the block list that belong to block i})
 PREFIXES = {
-    "bert": (["bert.embeddings."], "bert.encoder.layer.{i}."),
-    "roberta": (["roberta.embeddings."], "roberta.encoder.layer.{i}."),
-    "distilbert": (["distilbert.embeddings."], "distilbert.transformer.layer.{i}."),
-    # DeBERTa-v3 style: shared relative-position embeddings (and their LayerNorm) used by every block.
+    "bert": (["bert.embeddings."], "bert.encoder.layer.{i}.", {}),
+    "roberta": (["roberta.embeddings."], "roberta.encoder.layer.{i}.", {}),
+    "distilbert": (["distilbert.embeddings."], "distilbert.transformer.layer.{i}.", {}),
+    # DeBERTa-v3 style: shared relative-position embeddings (and their LayerNorm) used by every block;
+    # the convolution applied to layer 0's output (conv_kernel_size > 0) belongs to layer 0.
     "deberta-v2": (["deberta.embeddings.", "deberta.encoder.rel_embeddings.", "deberta.encoder.LayerNorm."],
-                   "deberta.encoder.layer.{i}."),
+                   "deberta.encoder.layer.{i}.", {0: ["deberta.encoder.conv."]}),
     # embedding_size != hidden_size: a projection between the embeddings and the first block.
-    "electra": (["electra.embeddings.", "electra.embeddings_project."], "electra.encoder.layer.{i}."),
+    "electra": (["electra.embeddings.", "electra.embeddings_project."], "electra.encoder.layer.{i}.", {}),
 }
 FAMILIES = tuple(PREFIXES)
 
 
-def tiny_model(family: str, seed: int = 0) -> nn.Module:
-    import transformers as tf
-
-    torch.manual_seed(seed)
-    if family == "bert":
-        return tf.BertForSequenceClassification(tf.BertConfig(**SIZES))
-    if family == "roberta":
-        return tf.RobertaForSequenceClassification(tf.RobertaConfig(**SIZES, pad_token_id=1))
-    if family == "distilbert":
-        return tf.DistilBertForSequenceClassification(tf.DistilBertConfig(
-            vocab_size=VOCAB, dim=16, n_layers=NUM_LAYERS, n_heads=2, hidden_dim=32, max_position_embeddings=32))
-    if family == "deberta-v2":
-        return tf.DebertaV2ForSequenceClassification(tf.DebertaV2Config(
-            **SIZES, relative_attention=True, position_buckets=8, norm_rel_ebd="layer_norm",
-            pos_att_type=["p2c", "c2p"], position_biased_input=False))
-    if family == "electra":
-        return tf.ElectraForSequenceClassification(tf.ElectraConfig(**SIZES, embedding_size=8))
-    raise AssertionError(family)
+def layer_prefixes(family: str, i: int) -> list[str]:
+    _, layer_prefix, extras = PREFIXES[family]
+    return [layer_prefix.format(i=i), *extras.get(i, [])]
 
 
 def expected_frozen(model, family: str, n: int, embeddings: bool) -> list[str]:
-    embedding_prefixes, layer_prefix = PREFIXES[family]
-    prefixes = (embedding_prefixes if embeddings else []) + [layer_prefix.format(i=i) for i in range(n)]
+    prefixes = (PREFIXES[family][0] if embeddings else []) + [p for i in range(n) for p in layer_prefixes(family, i)]
     return [name for name, _ in model.named_parameters() if name.startswith(tuple(prefixes))]
 
 
@@ -119,7 +104,7 @@ def test_freeze_bottom_layers_freezes_exactly_embeddings_and_bottom_n(family):
     backward(model)
     with_grad = {name for name, p in model.named_parameters() if p.grad is not None}
     assert with_grad == {name for name, p in model.named_parameters() if p.requires_grad}
-    assert with_grad and not any(name.startswith(tuple(PREFIXES[family][0])) or ".layer." in name for name in with_grad)
+    assert with_grad and with_grad.isdisjoint(expected_frozen(model, family, NUM_LAYERS, embeddings=True))
 
 
 def test_freeze_never_unfreezes_and_drops_stale_gradients():
@@ -382,10 +367,10 @@ def test_frozen_layers_do_not_change_during_training():
     optimizer = torch.optim.AdamW(trainable_param_groups(model, 0.1), lr=1e-2, fused=True)
     seen = run_train(model, optimizer, [], steps=3)
     moved = set().union(*seen)
-    emb, layer = PREFIXES["deberta-v2"]
-    frozen = names_of(model, emb + [layer.format(i=0), layer.format(i=1)])
+    frozen = set(expected_frozen(model, "deberta-v2", 2, embeddings=True))
+    assert any(".conv." in name for name in frozen)  # the convolution after layer 0 is frozen with it
     assert moved.isdisjoint(frozen)
-    assert names_of(model, [layer.format(i=2), "classifier.", "pooler."]) <= moved
+    assert names_of(model, [*layer_prefixes("deberta-v2", 2), "classifier.", "pooler."]) <= moved
 
 
 def test_gradual_unfreezing_during_training():
@@ -405,3 +390,114 @@ def test_gradual_unfreezing_during_training():
     assert all(s.isdisjoint(layer2) for s in seen[:2]) and all(layer2 <= s for s in seen[2:])
     assert all(s.isdisjoint(layer1) for s in seen[:4]) and all(layer1 <= s for s in seen[4:])
     assert all(s.isdisjoint(never) for s in seen)
+
+
+# --------------------------------------------------------------------------------------------
+# DeBERTa-v2's encoder.conv belongs to layer 0; numpy arguments; runs; bad input
+# --------------------------------------------------------------------------------------------
+def test_deberta_conv_is_frozen_with_layer_0():
+    model = tiny_model("deberta-v2")
+    conv = names_of(model, ["deberta.encoder.conv."])
+    assert conv  # conv_kernel_size > 0 in the tiny model
+    assert conv <= set(freeze_bottom_layers(model, 1, embeddings=False))
+    assert all(not p.requires_grad for n, p in model.named_parameters() if n in conv)
+    assert conv <= set(unfreeze_layers(model, [0]))
+    unfreeze_all(model)
+    assert conv.isdisjoint(freeze_bottom_layers(model, 0))  # the embeddings alone leave it trainable
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_gradual_unfreezing_unfreezes_each_block_whole(family):
+    model = tiny_model(family)
+    callback = GradualUnfreezing(model, every_steps=1)
+    state = FakeState(torch.optim.AdamW(all_param_groups(model, 0.01)))
+    callback.on_train_begin(state)
+    everything = set(expected_frozen(model, family, NUM_LAYERS, embeddings=True))
+    assert set(frozen_names(model)) == everything
+    numel = {name: p.numel() for name, p in model.named_parameters()}
+    units = [*(layer_prefixes(family, i) for i in reversed(range(NUM_LAYERS))), PREFIXES[family][0]]
+    for step, prefixes in enumerate(units, start=1):
+        before = set(frozen_names(model))
+        state.step = step
+        callback.on_step_end(state)
+        unfrozen = before - set(frozen_names(model))
+        assert unfrozen == names_of(model, prefixes), step  # DeBERTa: conv together with layer 0
+        assert callback.events[-1]["parameters"] == sum(numel[n] for n in unfrozen)
+    assert frozen_names(model) == []
+
+
+def test_gradual_unfreezing_is_per_run():
+    """One callback object, two train() calls: the second run starts fresh (events and freezing),
+    exactly as a new object would."""
+    from conftest import synthetic_batches
+
+    def run(model, callback):
+        optimizer = torch.optim.AdamW(all_param_groups(model, 0.01), lr=1e-3)
+        train(model, synthetic_batches(n_batches=5, batch_size=4), optimizer, epochs=1, callbacks=[callback],
+              device="cpu", progress=False)
+        return [dict(e) for e in callback.events]
+
+    model = tiny_model("deberta-v2")
+    reused = GradualUnfreezing(model, every_steps=2)
+    first = run(model, reused)
+    assert [e["unit"] for e in first] == ["layer 2", "layer 1"]
+    second = run(model, reused)  # the model starts this run with layers 1 and 2 trainable
+    fresh_model = tiny_model("deberta-v2")
+    fresh = run(fresh_model, GradualUnfreezing(fresh_model, every_steps=2))
+    assert second == fresh == first
+
+
+def test_gradual_unfreezing_refuses_to_unfreeze_another_model():
+    model, other = tiny_model("bert"), tiny_model("bert")
+    callback = GradualUnfreezing(model, every_steps=1)
+    state = FakeState(torch.optim.AdamW(all_param_groups(other, 0.01)))
+    state.model = other
+    with pytest.raises(ValueError, match="not the model this callback was built for"):
+        callback.on_train_begin(state)
+
+
+def test_numpy_integers_and_arrays_are_accepted():
+    import numpy as np
+
+    model, reference = tiny_model("bert"), tiny_model("bert")
+    assert freeze_bottom_layers(model, np.int64(2)) == freeze_bottom_layers(reference, 2)
+    assert unfreeze_layers(model, np.array([0, 1])) == unfreeze_layers(reference, [0, 1])
+    assert unfreeze_layers(model, range(NUM_LAYERS)) == []
+    every = GradualUnfreezing(model, every_steps=np.int64(3))
+    assert every.schedule == GradualUnfreezing(model, every_steps=3).schedule == {3: 2, 6: 1, 9: 0, 12: "embeddings"}
+    at = GradualUnfreezing(model, unfreeze_at_steps=np.array([2, 5]))
+    assert at.schedule == {2: 2, 5: 1} and all(type(s) is int for s in at.schedule)
+
+
+@pytest.mark.parametrize("call", [
+    lambda m: freeze_bottom_layers(m, 1, embeddings="False"),
+    lambda m: unfreeze_layers(m, [0], embeddings=None),
+    lambda m: GradualUnfreezing(m, every_steps=1, unfreeze_embeddings="yes"),
+    lambda m: count_parameters(m, trainable_only=1),
+])
+def test_flags_must_be_bools(call):
+    # "False" is truthy: taken as a flag it would freeze (or count) the opposite of what was meant
+    with pytest.raises(TypeError, match="must be True or False"):
+        call(tiny_model("bert"))
+
+
+@pytest.mark.parametrize("bad", [1, "01", {0: 1}, None])
+def test_unfreeze_layers_needs_a_collection_of_indices(bad):
+    with pytest.raises(TypeError, match="layer_indices must be a list of ints"):
+        unfreeze_layers(tiny_model("bert"), bad)
+
+
+@pytest.mark.parametrize("bad, error", [([], ValueError), (5, TypeError), ("12", TypeError), ([1, None], TypeError),
+                                        ([2, 2.5], TypeError)])
+def test_unfreeze_at_steps_errors(bad, error):
+    with pytest.raises(error, match="unfreeze_at_steps must be strictly increasing ints >= 1"):
+        GradualUnfreezing(tiny_model("bert"), unfreeze_at_steps=bad)
+
+
+@pytest.mark.parametrize("bad", [2.0, True])
+def test_wrong_types_are_type_errors_that_old_code_still_catches(bad):
+    # TypeError, as the rule says; also a ValueError, which GradualUnfreezing raised before
+    with pytest.raises(TypeError, match="every_steps must be an int >= 1"):
+        GradualUnfreezing(tiny_model("bert"), every_steps=bad)
+    with pytest.raises(ValueError, match="every_steps must be an int >= 1"):
+        GradualUnfreezing(tiny_model("bert"), every_steps=bad)

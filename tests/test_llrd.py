@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from tiny_models import FAMILIES, tiny_model
@@ -87,8 +88,9 @@ def test_head_lr_and_decay_one():
     assert lrs["head"] == 1e-3
 
 
-def _seed_article_llrd_lrs(model, init_lr=3.5e-6, head_lr=3.6e-6, multiplier=0.9):
-    """The seed article's roberta_base_AdamW_LLRD, name matching as it wrote it: {param name: lr}."""
+def _article_llrd_lrs(model, init_lr=3.5e-6, head_lr=3.6e-6, multiplier=0.9):
+    """roberta_base_AdamW_LLRD of the "Advanced Techniques for Fine-tuning Transformers" article,
+    name matching as it wrote it: {param name: lr}."""
     named = list(model.named_parameters())
     lrs = {n: head_lr for n, _ in named if "pooler" in n or "regressor" in n}
     lr = init_lr
@@ -99,9 +101,9 @@ def _seed_article_llrd_lrs(model, init_lr=3.5e-6, head_lr=3.6e-6, multiplier=0.9
     return lrs
 
 
-def test_matches_seed_article_recipe_and_shows_its_missing_head():
+def test_matches_the_advanced_techniques_article_recipe_and_shows_its_missing_head():
     model = tiny_model("roberta", n_layers=12)
-    reference = _seed_article_llrd_lrs(model)
+    reference = _article_llrd_lrs(model)
     ours = {}
     names = _name_of(model)
     for g in llrd_param_groups(model, 3.5e-6, 0.9, weight_decay=0.01, head_lr=3.6e-6):
@@ -120,7 +122,7 @@ def test_split_layers():
     assert [list(r) for r in split_layers(3, 1)] == [[0, 1, 2]]
 
 
-def test_grouped_llrd_seed_article_recipe():
+def test_grouped_llrd_advanced_techniques_article_recipe():
     model = tiny_model("roberta", n_layers=12)
     groups = grouped_llrd_param_groups(model, [1e-6, 1.75e-6, 3.5e-6], weight_decay=0.01, head_lr=3.6e-6)
     _check_partition(model, groups)
@@ -217,3 +219,111 @@ def test_layer_blocks_cover_every_parameter_once():
     model = tiny_model("bert")
     named = [n for params in layer_blocks(model).values() for n, _ in params]
     assert sorted(named) == sorted(n for n, _ in model.named_parameters())
+
+
+# --------------------------------------------------------------------------------------------
+# Zhang et al. 2021's convention, the one map of parts, numpy arguments, bad input
+# --------------------------------------------------------------------------------------------
+def _zhang_llrd_lrs(model, learning_rate, decay):
+    """get_optimizer_grouped_parameters of Zhang et al.'s released code (revisit-bert-finetuning,
+    run_glue.py), rewritten as {param name: lr}: head ("classifier"/"pooler") at the lr, then
+    lr *= decay *before* each layer, from the top block down to the embeddings."""
+    lrs = {n: learning_rate for n, _ in model.named_parameters() if "classifier" in n or "pooler" in n}
+    layers = [model.bert.embeddings] + list(model.bert.encoder.layer)
+    names = {id(p): n for n, p in model.named_parameters()}
+    lr = learning_rate
+    for layer in reversed(layers):
+        lr *= decay
+        lrs.update({names[id(p)]: lr for p in layer.parameters()})
+    return lrs
+
+
+def test_zhang_convention_block_by_block():
+    """llrd_param_groups(model, lr=lr * xi, decay=xi, head_lr=lr) is Zhang et al.'s convention: the
+    head lr, the top block lr*xi, block i lr*xi^(L-i), the embeddings lr*xi^(L+1)."""
+    n_layers, lr, xi = 4, 2e-5, 0.8
+    model = tiny_model("bert", n_layers=n_layers)
+    groups = llrd_param_groups(model, lr=lr * xi, decay=xi, head_lr=lr)
+    expected = {"embeddings": lr * xi ** (n_layers + 1),
+                **{f"layer_{i}": lr * xi ** (n_layers - i) for i in range(n_layers)}, "head": lr}
+    assert block_lrs(groups) == pytest.approx(expected, rel=1e-12)
+    assert block_lrs(groups)["layer_3"] == pytest.approx(lr * xi)  # the top block is already decayed once
+    # and parameter by parameter against the reference loop: every parameter it selects, same lr
+    reference = _zhang_llrd_lrs(model, lr, xi)
+    names = _name_of(model)
+    ours = {names[id(p)]: g["lr"] for g in groups for p in g["params"]}
+    assert set(reference) == set(ours)
+    for name, ref_lr in reference.items():
+        assert ours[name] == pytest.approx(ref_lr, rel=1e-12), name
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_parameter_gets_the_lr_of_its_block(family):
+    from ftcourse.models import parameter_blocks
+
+    model = tiny_model(family, n_layers=3)
+    groups = llrd_param_groups(model, 1e-3, 0.5)
+    _check_partition(model, groups)
+    lrs, names = block_lrs(groups), _name_of(model)
+    by_name = {names[id(p)]: g["lr"] for g in groups for p in g["params"]}
+    for name, block in parameter_blocks(model).items():
+        assert by_name[name] == lrs[block if isinstance(block, str) else f"layer_{block}"], name
+    if family == "deberta-v2":  # the convolution after layer 0 trains at layer 0's lr
+        conv = [n for n in by_name if n.startswith("deberta.encoder.conv.")]
+        assert conv and all(by_name[n] == lrs["layer_0"] == 1e-3 * 0.5 ** 2 for n in conv)
+
+
+def test_numpy_numbers_and_arrays_are_accepted():
+    model = tiny_model("bert", n_layers=3)
+    as_python = block_lrs(grouped_llrd_param_groups(model, [1e-5, 2e-5, 3e-5], weight_decay=0.01))
+    assert block_lrs(grouped_llrd_param_groups(model, np.array([1e-5, 2e-5, 3e-5]), weight_decay=np.float64(0.01))) \
+        == as_python
+    assert block_lrs(grouped_llrd_param_groups(model, (1e-5, 2e-5, 3e-5))) == as_python
+    reference = block_lrs(llrd_param_groups(model, 1e-3, 0.9, head_lr=2e-3))
+    for lr, decay in [(np.float64(1e-3), np.float64(0.9)), (1e-3, np.float32(0.9))]:
+        assert block_lrs(llrd_param_groups(model, lr, decay, head_lr=np.float32(2e-3))) == pytest.approx(reference,
+                                                                                                     rel=1e-6)
+    assert [len(r) for r in split_layers(np.int64(6), np.int64(4))] == [2, 2, 1, 1]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(lr="1e-5", decay=0.9), "lr must be a finite number"), (dict(lr=True, decay=0.9), "lr must be"),
+    (dict(lr=1e-5, decay="0.9"), "decay must be a number in"), (dict(lr=1e-5, decay=True), "decay must be"),
+    (dict(lr=1e-5, decay=0.9, head_lr="1e-3"), "head_lr must be"),
+])
+def test_llrd_wrong_types_are_type_errors(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        llrd_param_groups(tiny_model("bert"), **kwargs)
+
+
+@pytest.mark.parametrize("group_lrs", [{1e-5, 2e-5}, {"a": 1e-5}, (lr for lr in [1e-5]), "1e-5",
+                                       [[1e-5, 2e-5]], np.array([[1e-5, 2e-5]]), np.array(1e-5), [1e-5, "2e-5"]])
+def test_grouped_llrd_wrong_types_are_type_errors(group_lrs):
+    with pytest.raises(TypeError, match="group_lrs"):
+        grouped_llrd_param_groups(tiny_model("bert", n_layers=3), group_lrs)
+
+
+@pytest.mark.parametrize("args, error", [((6, 0), ValueError), ((0, 1), ValueError), ((6, 7), ValueError),
+                                         ((6.0, 2), TypeError), ((6, True), TypeError), ((6, "2"), TypeError)])
+def test_split_layers_errors(args, error):
+    with pytest.raises(error, match="n_groups|n_layers"):
+        split_layers(*args)
+
+
+@pytest.mark.parametrize("groups, error, match", [
+    ([{"params": [], "lr": 1.0, "name": "classifier.decay"}], ValueError, "name"),  # was an IndexError
+    ([{"params": [], "lr": 1.0, "name": "layer_x.decay"}], ValueError, "name"),
+    ([{"params": [], "name": "layer_1.decay"}], ValueError, "no 'lr'"),  # was a KeyError
+    ({"params": [], "lr": 1.0, "name": "head.decay"}, TypeError, "one dict"),  # one group, not a list
+    ([("head.decay", 1.0)], TypeError, r"groups\[0\]"),
+])
+def test_block_lrs_bad_groups(groups, error, match):
+    with pytest.raises(error, match=match):
+        block_lrs(groups)
+
+
+def test_block_lrs_orders_layers_numerically():
+    groups = [{"params": [], "lr": float(i), "name": f"layer_{i}.decay"} for i in (10, 2, 1)]
+    groups += [{"params": [], "lr": 9.0, "name": "head.no_decay"},
+               {"params": [], "lr": 0.5, "name": "embeddings.decay"}]
+    assert list(block_lrs(groups)) == ["embeddings", "layer_1", "layer_2", "layer_10", "head"]

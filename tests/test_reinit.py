@@ -65,8 +65,9 @@ def test_n_out_of_range(n):
 
 def test_unknown_module_type_is_not_skipped_silently():
     model = tiny_model("bert", n_layers=2)
-    model.bert.encoder.layer[1].extra = nn.Conv1d(4, 4, 1)
-    with pytest.raises(TypeError, match="Conv1d at 'bert.encoder.layer.1.extra'"):
+    # Conv1d is supported now (DeBERTa-v2's encoder.conv): a Conv2d is still a module nobody expects here
+    model.bert.encoder.layer[1].extra = nn.Conv2d(4, 4, 1)
+    with pytest.raises(TypeError, match="Conv2d at 'bert.encoder.layer.1.extra'"):
         reinit_top_layers(model, 1)
 
 
@@ -171,3 +172,64 @@ def test_init_classifier_head_statistics(method, expected_std):
 def test_init_classifier_head_bad_method():
     with pytest.raises(ValueError, match="method must be one of " + ", ".join(HEAD_INITS)):
         init_classifier_head(tiny_model("bert"), "orthogonal")
+
+
+# --------------------------------------------------------------------------------------------
+# DeBERTa-v2's encoder.conv is part of layer 0; numpy n; bad input
+# --------------------------------------------------------------------------------------------
+def test_deberta_conv_is_reinitialised_with_layer_0_only():
+    model = tiny_model("deberta-v2", n_layers=3)
+    conv = {n for n, _ in model.named_parameters() if n.startswith("deberta.encoder.conv.")}
+    assert conv
+    before = _snapshot(model)
+    assert "deberta.encoder.conv" not in reinit_top_layers(model, 2)
+    assert _changed(model, before).isdisjoint(conv)  # n < L: layer 0, conv included, untouched
+
+    with torch.no_grad():  # make it look trained, so that a re-initialisation shows everywhere
+        model.deberta.encoder.conv.conv.weight.mul_(5.0)
+        model.deberta.encoder.conv.conv.bias.fill_(0.3)
+        model.deberta.encoder.conv.LayerNorm.weight.fill_(1.5)
+        model.deberta.encoder.conv.LayerNorm.bias.fill_(-0.1)
+    before = _snapshot(model)
+    done = reinit_top_layers(model, 3, reinit_pooler=False)
+    assert done == ["deberta.encoder.layer.0", "deberta.encoder.conv", "deberta.encoder.layer.1",
+                    "deberta.encoder.layer.2"]
+    assert conv <= _changed(model, before)
+    conv_module = model.deberta.encoder.conv
+    assert conv_module.conv.weight.std().item() == pytest.approx(model.config.initializer_range, rel=0.1)
+    assert torch.all(conv_module.conv.bias == 0) and torch.all(conv_module.LayerNorm.bias == 0)
+    assert torch.all(conv_module.LayerNorm.weight == 1)
+
+
+def test_numpy_n_is_accepted():
+    import numpy as np
+
+    runs = []
+    for n in (1, np.int64(1)):
+        model = tiny_model("bert", n_layers=3)
+        torch.manual_seed(0)
+        runs.append((reinit_top_layers(model, n), _snapshot(model)))
+    assert runs[0][0] == runs[1][0] == ["bert.encoder.layer.2", "bert.pooler"]
+    assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
+
+
+@pytest.mark.parametrize("n", [1.0, True, None, "1"])
+def test_wrong_type_n_is_a_type_error_that_old_code_still_catches(n):
+    with pytest.raises(TypeError, match=r"n must be an integer in \[0, 3\]"):
+        reinit_top_layers(tiny_model("bert", n_layers=3), n)
+
+
+def test_flag_and_method_types():
+    model = tiny_model("bert")
+    with pytest.raises(TypeError, match="reinit_pooler must be True or False"):
+        reinit_top_layers(model, 1, reinit_pooler="no")
+    with pytest.raises(TypeError, match="method must be one of"):
+        init_classifier_head(model, None)
+
+
+def test_bad_initializer_range_is_refused_for_the_head_too():
+    model = tiny_model("bert")
+    model.config.initializer_range = -0.02
+    with pytest.raises(ValueError, match="initializer_range must be a number > 0"):
+        init_classifier_head(model, "normal")
+    assert init_classifier_head(model, "xavier_uniform") == ["classifier"]  # needs no std

@@ -2,8 +2,10 @@
 step and per parameter group; argument errors; the trace and plot helpers."""
 from __future__ import annotations
 
+import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -146,12 +148,39 @@ def test_unknown_name_lists_valid_names():
     (0, 0, "num_training_steps"),
     (0, -5, "num_training_steps"),
     (11, 10, "num_warmup_steps"),
-    (0.1, 10, "num_warmup_steps"),  # a ratio is not a number of steps
-    (0, 10.0, "num_training_steps"),
 ])
 def test_bad_step_counts_raise(warmup, total, match):
     with pytest.raises(ValueError, match=match):
         get_schedule("linear", make_optimizer(), warmup, total)
+
+
+@pytest.mark.parametrize("warmup,total,match", [
+    (0.1, 10, "num_warmup_steps"),  # a ratio is not a number of steps
+    (0, 10.0, "num_training_steps"),
+    (True, 10, "num_warmup_steps"),  # bool is an int subclass, but not a count
+    (0, np.bool_(True), "num_training_steps"),
+    (0, "10", "num_training_steps"),
+])
+def test_step_counts_of_the_wrong_type_raise_type_error(warmup, total, match):
+    with pytest.raises(TypeError, match=match + ".*int"):
+        get_schedule("linear", make_optimizer(), warmup, total)
+
+
+def test_numpy_integers_are_step_counts():
+    opt, ref_opt = make_optimizer(), make_optimizer()
+    ours = get_schedule("linear", opt, num_warmup_steps=np.int64(2), num_training_steps=np.int64(10))
+    ref = get_schedule("linear", ref_opt, 2, 10)
+    assert lrs_per_step(ours, opt, 12) == lrs_per_step(ref, ref_opt, 12)
+    assert lr_trace("step", np.int32(0), np.int64(5), step_size=np.int64(2), gamma=np.float64(0.5)) == \
+        [1.0, 1.0, 0.5, 0.5, 0.25]
+    assert lr_trace("inverse_sqrt", 2, 6, timescale=np.int64(4)) == lr_trace("inverse_sqrt", 2, 6, timescale=4)
+    wsd = dict(num_decay_steps=np.int64(3), num_stable_steps=np.uint8(2))
+    assert lr_trace("warmup_stable_decay", 2, 8, **wsd) == lr_trace("warmup_stable_decay", 2, 8, num_decay_steps=3,
+                                                                  num_stable_steps=2)
+    # the bound values are Python ints: nothing numpy leaks into the schedule's arithmetic
+    sched = get_schedule("step", make_optimizer(), np.int64(1), 10, step_size=np.int64(3))
+    assert type(sched.lr_lambdas[0].keywords["step_size"]) is int
+    assert type(sched.lr_lambdas[0].keywords["num_warmup_steps"]) is int
 
 
 @pytest.mark.parametrize("name,kwargs,match", [
@@ -168,6 +197,64 @@ def test_bad_step_counts_raise(warmup, total, match):
 def test_bad_schedule_kwargs_raise(name, kwargs, match):
     with pytest.raises(ValueError, match=match):
         get_schedule(name, make_optimizer(), 2, 10, **kwargs)
+
+
+NAN, INF = math.nan, math.inf
+
+
+@pytest.mark.parametrize("name,kwargs,allowed", [
+    ("step", {"step_size": 2, "gamma": 0.0}, "gamma must be a finite number > 0"),
+    ("step", {"step_size": 2, "gamma": -0.5}, "gamma must be a finite number > 0"),
+    ("step", {"step_size": 2, "gamma": NAN}, "gamma must be a finite number > 0"),
+    ("exponential", {"gamma": 0}, "gamma must be a finite number > 0"),
+    ("exponential", {"gamma": -1.0}, "gamma must be a finite number > 0"),
+    ("exponential", {"gamma": NAN}, "gamma must be a finite number > 0"),
+    ("exponential", {"gamma": INF}, "gamma must be a finite number > 0"),
+    ("cosine", {"num_cycles": NAN}, "num_cycles must be a finite number"),
+    ("cosine", {"num_cycles": INF}, "num_cycles must be a finite number"),
+    ("cosine_with_restarts", {"num_cycles": NAN}, "num_cycles must be a finite number"),
+    ("cosine_with_restarts", {"num_cycles": -INF}, "num_cycles must be a finite number"),
+    ("warmup_stable_decay", {"num_decay_steps": 2, "num_cycles": NAN}, "num_cycles must be a finite number"),
+    ("warmup_stable_decay", {"num_decay_steps": 2, "min_lr_ratio": -0.1}, r"min_lr_ratio must be a number in \[0, 1\]"),
+    ("warmup_stable_decay", {"num_decay_steps": 2, "min_lr_ratio": 1.5}, r"min_lr_ratio must be a number in \[0, 1\]"),
+    ("warmup_stable_decay", {"num_decay_steps": 2, "min_lr_ratio": NAN}, r"min_lr_ratio must be a number in \[0, 1\]"),
+    ("polynomial", {"power": -1.0}, "power must be a finite number >= 0"),
+    ("polynomial", {"power": NAN}, "power must be a finite number >= 0"),
+    ("polynomial", {"power": INF}, "power must be a finite number >= 0"),
+])
+def test_bad_schedule_numbers_raise_value_error(name, kwargs, allowed):
+    with pytest.raises(ValueError, match=allowed):
+        get_schedule(name, make_optimizer(), 2, 10, **kwargs)
+
+
+@pytest.mark.parametrize("name,kwargs,match", [
+    ("step", {"step_size": 2.0}, "step_size"),
+    ("step", {"step_size": True}, "step_size"),
+    ("step", {"step_size": 2, "gamma": "0.5"}, "gamma"),
+    ("exponential", {"gamma": True}, "gamma"),
+    ("cosine", {"num_cycles": "0.5"}, "num_cycles"),
+    ("cosine_with_restarts", {"num_cycles": None}, "num_cycles"),
+    ("polynomial", {"power": "2"}, "power"),
+    ("polynomial", {"lr_end": "0"}, "lr_end"),
+    ("inverse_sqrt", {"timescale": 4.0}, "timescale"),
+    ("warmup_stable_decay", {"num_decay_steps": 2.0}, "num_decay_steps"),
+    ("warmup_stable_decay", {"num_decay_steps": 2, "min_lr_ratio": "0"}, "min_lr_ratio"),
+    ("warmup_stable_decay", {"num_decay_steps": 2, "decay_type": 1}, "decay_type"),
+])
+def test_schedule_arguments_of_the_wrong_type_raise_type_error(name, kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        get_schedule(name, make_optimizer(), 2, 10, **kwargs)
+
+
+def test_edge_values_that_stay_allowed():
+    # gamma > 1 (torch allows a growing lr), power 0, min_lr_ratio 0 and 1, num_cycles 0 and numpy floats
+    assert lr_trace("exponential", 0, 3, gamma=2.0) == [1.0, 2.0, 4.0]
+    assert lr_trace("polynomial", 0, 3, power=0.0) == pytest.approx([1.0, 1.0, 1.0])
+    assert lr_trace("warmup_stable_decay", 0, 4, num_decay_steps=2, min_lr_ratio=1.0) == [1.0] * 4
+    assert lr_trace("warmup_stable_decay", 0, 4, num_decay_steps=2, min_lr_ratio=np.float64(0.0))[0] == 1.0
+    assert lr_trace("cosine", 0, 3, num_cycles=0) == [1.0, 1.0, 1.0]
+    assert lr_trace("cosine", 0, 3, num_cycles=np.float32(0.5)) == lr_trace("cosine", 0, 3)
+
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import UserDict
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from conftest import synthetic_batches, tiny_classifier
@@ -190,11 +191,14 @@ def test_swa_lr_list_must_match_the_groups():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(start=0), "start"), (dict(start=1.5), "start"), (dict(start=-0.2), "start"), (dict(start=True), "start"),
+        (dict(start=0), "start"), (dict(start=1.5), "start"), (dict(start=-0.2), "start"),
+        (dict(start=float("nan")), "start"),
         (dict(anneal_strategy="exp"), "anneal_strategy must be one of 'cos', 'linear'"),
-        (dict(anneal_steps=-1), "anneal_steps"), (dict(anneal_steps=2.5), "anneal_steps"),
-        (dict(update_every=0), "update_every"), (dict(swa_lr=-1e-3), "swa_lr"), (dict(swa_lr=[]), "swa_lr"),
-        (dict(ema_decay=1.0), "ema_decay"), (dict(ema_decay=0.0), "ema_decay"), (dict(replace_scheduler="yes"), "replace_scheduler"),
+        (dict(anneal_steps=-1), "anneal_steps must be an int >= 0"),
+        (dict(update_every=0), "update_every must be an int >= 1"), (dict(swa_lr=-1e-3), "swa_lr"),
+        (dict(swa_lr=[]), "swa_lr"), (dict(swa_lr=float("inf")), "swa_lr"),
+        (dict(ema_decay=1.0), "ema_decay"), (dict(ema_decay=0.0), "ema_decay"),
+        (dict(replace_scheduler="yes"), "replace_scheduler"),
     ],
 )
 def test_bad_arguments_raise(kwargs, match):
@@ -202,10 +206,54 @@ def test_bad_arguments_raise(kwargs, match):
         SWACallback(**kwargs)
 
 
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(start=True), r"start must be a fraction of training in \(0, 1\]"), (dict(start="0.5"), "start"),
+        (dict(anneal_steps=2.5), "anneal_steps must be an int >= 0"), (dict(anneal_steps=True), "anneal_steps"),
+        (dict(update_every=2.0), "update_every must be an int >= 1"), (dict(update_every=False), "update_every"),
+        (dict(swa_lr="1e-3"), "swa_lr must be None, a float >= 0 or a sequence"), (dict(swa_lr=[1e-3, "x"]), "swa_lr"),
+        (dict(swa_lr=True), "swa_lr"), (dict(ema_decay="0.9"), r"ema_decay must be None \(SWA\) or a float"),
+    ],
+)
+def test_arguments_of_the_wrong_type_raise_type_error(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        SWACallback(**kwargs)
+
+
+def test_numpy_numbers_are_accepted():
+    swa = SWACallback(start=np.float64(0.5), anneal_steps=np.int64(2), update_every=np.int32(2),
+                      swa_lr=np.float32(1e-3), ema_decay=None)
+    assert type(swa.anneal_steps) is int and type(swa.update_every) is int and swa.start == 0.5
+    assert SWACallback(ema_decay=np.float64(0.9)).ema_decay == 0.9
+
+
 def test_ema_decay_for_window():
     assert ema_decay_for_window(1) == 0.0 and ema_decay_for_window(19) == pytest.approx(0.9)
-    with pytest.raises(ValueError, match="steps"):
+    assert ema_decay_for_window(np.int64(19)) == ema_decay_for_window(19)
+    with pytest.raises(ValueError, match="steps must be an int >= 1"):
         ema_decay_for_window(0)
+    for bad in (2.0, True):
+        with pytest.raises(TypeError, match="steps must be an int >= 1"):
+            ema_decay_for_window(bad)
+
+
+def test_a_reused_callback_starts_afresh_and_matches_a_fresh_one():
+    val = synthetic_batches(2, seed=2)
+    reused = SWACallback(start=0.5, update_every=2)
+    # run 1 differs in every per-run field: two groups (two SWA lrs), an eval loader (metrics)
+    _run([reused], two_groups=True, eval_loader=val)
+    assert reused.metrics is not None and len(reused.lrs) == 2
+    _run([reused])
+    fresh = SWACallback(start=0.5, update_every=2)
+    _run([fresh])
+    assert reused.update_steps == fresh.update_steps == [6, 8, 10, 12]
+    assert int(reused.averaged.n_averaged) == int(fresh.averaged.n_averaged) == 4
+    assert reused.metrics is None and reused.lrs == fresh.lrs and reused.start_step == fresh.start_step
+    torch.testing.assert_close(reused.averaged.module.state_dict(), fresh.averaged.module.state_dict(), rtol=0, atol=0)
+    reused.reset()
+    assert reused.averaged is None and reused.update_steps == [] and reused.start_step is None
+    assert reused.metrics is None and reused.lrs is None
 
 
 class TinyBN(nn.Module):
@@ -250,6 +298,53 @@ def test_update_bn_with_dict_batches_matches_torch_on_tensor_batches():
     torch.testing.assert_close(ours.bn.running_mean, theirs.bn.running_mean)
     torch.testing.assert_close(ours.bn.running_var, theirs.bn.running_var)
     assert ours.training
+
+
+class TinyBNDropout(TinyBN):
+    """TinyBN with dropout, so a model left in train mode changes its outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, input_ids, attention_mask=None):
+        return SimpleNamespace(logits=self.out(self.drop(self.bn(self.features(input_ids)))))
+
+
+def test_update_bn_leaves_a_model_in_eval_mode_in_eval_mode():
+    torch.manual_seed(0)
+    batches = synthetic_batches(4)
+    model = TinyBNDropout().eval()
+    stale = model.bn.running_mean.clone()
+    assert update_bn(batches, model) is True
+    assert not torch.equal(model.bn.running_mean, stale)  # the statistics were recomputed
+    assert not model.training and not any(m.training for m in model.modules())
+    inputs = {k: v for k, v in batches[0].items() if k != "labels"}
+    assert torch.equal(model(**inputs).logits, model(**inputs).logits)  # dropout off
+    # as torch's own update_bn does for a model it can call
+    seq = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Dropout(0.5)).eval()
+    torch_update_bn([torch.randn(8, 4) for _ in range(3)], seq)
+    assert not seq.training
+
+
+def test_update_bn_keeps_each_modules_own_mode_and_a_train_mode_model_in_train_mode():
+    batches = synthetic_batches(4)
+    model = TinyBNDropout().train()
+    model.drop.eval()  # a mixed model: only the dropout is off
+    update_bn(batches, model)
+    assert model.training and model.bn.training and not model.drop.training
+
+
+def test_update_bn_restores_mode_and_momentum_when_the_pass_fails():
+    model = TinyBNDropout().eval()
+
+    def broken():
+        yield synthetic_batches(1)[0]
+        raise RuntimeError("the loader broke")
+
+    with pytest.raises(RuntimeError, match="the loader broke"):
+        update_bn(broken(), model)
+    assert not any(m.training for m in model.modules()) and model.bn.momentum == 0.1
 
 
 def test_batchnorm_model_needs_bn_loader_or_buffers():
