@@ -149,7 +149,8 @@ def fine_tune(
     ``model_factory(model_id) -> model``: how to load the model (default ``ftcourse.models.load_model``).
 
     The returned row holds: seed, test/val accuracy and loss, best_val_accuracy, steps, stopped_early,
-    diverged, timing (``train_time_s`` training only, ``eval_time_s`` the in-loop validation,
+    diverged, collapsed (>= 95% of test predictions one class: the run never left, or fell back to,
+    the majority-class plateau), timing (``train_time_s`` training only, ``eval_time_s`` the in-loop validation,
     ``callback_time_s``, ``final_eval_time_s``; ``samples_per_s`` over training time only), peak
     memory, and the per-example arrays of ``ARRAY_COLUMNS`` in dataset row order.
     """
@@ -201,13 +202,20 @@ def fine_tune(
     )
     t0 = time.perf_counter()
     test = evaluate(model, test_loader, device, precision, return_predictions=True)
-    val = evaluate(model, val_loader, device, precision, return_predictions=True)
     evals = history.evals_frame()
+    last = history.last_eval
+    if callbacks is None and select == "final" and last is not None and last["step"] == len(history.steps):
+        # the loop evaluated these very weights after its last step (only callbacks or a restore change them)
+        val = {"accuracy": evals["val_accuracy"].iloc[-1], "loss": evals["val_loss"].iloc[-1],
+               "predictions": last["predictions"], "labels": last["labels"]}
+    else:
+        val = evaluate(model, val_loader, device, precision, return_predictions=True)
     row = {
         "seed": seed, "test_accuracy": test["accuracy"], "test_loss": test["loss"],
         "val_accuracy": val["accuracy"], "val_loss": val["loss"],
         "best_val_accuracy": evals["val_accuracy"].max() if len(evals) else float("nan"),
         "steps": len(history.steps), "stopped_early": history.stopped_early, "diverged": history.diverged,
+        "collapsed": collapsed(test["predictions"]),
         "train_time_s": history.train_time_s, "eval_time_s": history.eval_time_s,
         "callback_time_s": history.callback_time_s, "final_eval_time_s": time.perf_counter() - t0,
         "samples_per_s": history.samples_per_s, "peak_memory_mb": history.peak_memory_mb,
@@ -215,6 +223,16 @@ def fine_tune(
         "val_correct": val["predictions"] == val["labels"], "test_correct": test["predictions"] == test["labels"],
     }
     return RunResult(row, history, model if keep_model else None, val["labels"], test["labels"])
+
+
+COLLAPSE_SHARE = 0.95
+
+
+def collapsed(predictions) -> bool:
+    """True when a run predicts one class for at least 95% of the examples: it never left the
+    majority-class plateau (or fell back to it), whatever its accuracy says."""
+    predictions = np.asarray(predictions)
+    return bool(len(predictions)) and float(np.bincount(predictions).max() / len(predictions)) >= COLLAPSE_SHARE
 
 
 def run_seeds(profile: Profile, label: str = "baseline", seeds=None, keep_histories: bool = True,
@@ -236,7 +254,7 @@ def run_seeds(profile: Profile, label: str = "baseline", seeds=None, keep_histor
         if keep_histories:
             histories[seed] = result.history
         row = result.row
-        flag = "  DIVERGED" if row["diverged"] else ""
+        flag = "  DIVERGED" if row["diverged"] else "  COLLAPSED (one class)" if row["collapsed"] else ""
         bar.write(f"{label} seed {seed}: test accuracy {row['test_accuracy']:.4f} "
                   f"({row['train_time_s']:.0f} s training, {row['eval_time_s'] + row['final_eval_time_s']:.0f} s evaluation){flag}")
     bar.close()
@@ -254,8 +272,9 @@ def summarize(results, metric: str = "test_accuracy", by: str = "label"):
     order = list(dict.fromkeys(results[by]))
     table = results.groupby(by, sort=False)[metric].agg(["mean", "std", "count"]).reindex(order)
     table["mean ± std"] = [f"{m:.4f} ± {s:.4f}" if s == s else f"{m:.4f}" for m, s in zip(table["mean"], table["std"])]
-    if "diverged" in results.columns:
-        table["diverged"] = results.groupby(by, sort=False)["diverged"].sum().reindex(order).astype(int)
+    for flag in ("diverged", "collapsed"):
+        if flag in results.columns:
+            table[flag] = results.groupby(by, sort=False)[flag].sum().reindex(order).astype(int)
     return table
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 import warnings
 
@@ -50,6 +51,32 @@ def versions() -> str:
 
     return (f"python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
             f"datasets {datasets.__version__}, ftcourse {__version__}")
+
+
+RESTART_PACKAGES = ("torch", "transformers", "datasets", "numpy")
+
+
+def restart_if_upgraded(packages=RESTART_PACKAGES) -> bool:
+    """After ``%pip install`` on Colab: True (and a message saying to restart the runtime) when a
+    package that this kernel had already imported is now installed in another version. Python keeps
+    the module it imported; only a restart loads the new one."""
+    from importlib import metadata
+
+    stale = []
+    for name in packages:
+        module = sys.modules.get(name)
+        loaded = getattr(module, "__version__", None)
+        if module is None or loaded is None:
+            continue  # not imported yet: the next import loads the installed version
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+        if str(loaded).split("+")[0] != installed.split("+")[0]:
+            stale.append(f"{name} {loaded} is loaded, {installed} is installed")
+    if stale:
+        print("RESTART NEEDED: " + "; ".join(stale) + ". Runtime -> Restart session, then run this cell again.")
+    return bool(stale)
 
 
 def notebook_setup(profile_name: str | None = None):

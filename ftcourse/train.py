@@ -206,6 +206,7 @@ class History:
     stopped_early: bool = False  # a callback stopped training before its planned last step
     diverged: bool = False  # training stopped at a non-finite loss or gradient (see train())
     diverged_step: int | None = None
+    last_eval: dict | None = None  # step, predictions and labels (row order) of the last evaluation
 
     @property
     def samples_per_s(self) -> float:
@@ -238,9 +239,9 @@ class TrainState:
     epoch: int = 0
     should_stop: bool = False
 
-    def evaluate(self, model: nn.Module | None = None) -> dict:
+    def evaluate(self, model: nn.Module | None = None, return_predictions: bool = False) -> dict:
         """Validation metrics of ``model`` (default: the model being trained)."""
-        return evaluate(model or self.model, self.eval_loader, self.device, self.precision)
+        return evaluate(model or self.model, self.eval_loader, self.device, self.precision, return_predictions)
 
 
 MAX_CONSECUTIVE_SKIPS = 20
@@ -338,7 +339,15 @@ def train(
         if eval_loader is None:
             return
         t = time.perf_counter()
-        metrics = state.evaluate()
+        try:  # predictions ride along for free when the loader has a fixed order
+            metrics = state.evaluate(return_predictions=True)
+            history.last_eval = {"step": state.step, "predictions": metrics.pop("predictions"),
+                                 "labels": metrics.pop("labels")}
+            metrics.pop("logits")
+        except ValueError as err:
+            if "fixed order" not in str(err):
+                raise
+            metrics = state.evaluate()
         clock["eval"] += time.perf_counter() - t
         history.evals.append({"step": state.step, "epoch": state.epoch, **{f"val_{k}": v for k, v in metrics.items() if k != "n"}})
         notify("on_evaluate", state, metrics)

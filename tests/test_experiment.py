@@ -186,3 +186,28 @@ def test_compare_uses_the_per_example_columns_of_run_seeds(tiny_setup):
     assert {"boot_low", "boot_high", "half_width", "verdict"} <= set(table.columns)
     diff = other["test_accuracy"].mean() - base["test_accuracy"].mean()
     assert table.loc["lr x 3", "mean_diff"] == pytest.approx(diff)
+
+
+def test_collapsed_runs_are_flagged():
+    from ftcourse.experiment import collapsed
+
+    assert collapsed(np.array([1] * 96 + [0] * 4)) and not collapsed(np.array([1] * 90 + [0] * 10))
+
+
+def test_the_final_validation_reuses_the_loops_last_evaluation(tiny_setup):
+    import ftcourse.experiment as ex
+
+    calls = []
+    real = ex.evaluate
+    result = None
+    try:
+        ex.evaluate = lambda *a, **k: calls.append(1) or real(*a, **k)
+        result = fine_tune(tiny_setup, 0, model_factory=tiny_bert, keep_model=True, progress=False)
+    finally:
+        ex.evaluate = real
+    assert len(calls) == 1  # the test set only: validation was measured on these weights at the last step
+    splits = ftdata.profile_splits(tiny_setup)
+    tokenizer = ftdata.cached_tokenizer(tiny_setup.model_id)
+    again = evaluate(result.model, ftdata.make_loader(splits["validation"], tokenizer, 8, shuffle=False), return_predictions=True)
+    assert again["accuracy"] == result.row["val_accuracy"]
+    np.testing.assert_array_equal(again["predictions"], result.val_predictions)

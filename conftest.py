@@ -1,5 +1,7 @@
 """pytest hook for the notebooks under nbval: report how long each notebook took.
 
+At the repository root (not in notebooks/), so the notebook folder holds only notebooks.
+
 Every notebook has a budget in the ci profile (2 minutes on 2 CPU cores; all of them together 20).
 nbval reports cells, not notebooks, so this sums the cells' run times per notebook and prints one
 line each at the end of the run, marking the ones over budget. It reports; it does not fail the

@@ -1,0 +1,193 @@
+"""Keep the parts every notebook shares in sync with one source: pyproject.toml.
+
+The repository URL (``[project.urls] Repository``) and the version (``[project] version``) live
+there only. From them this script writes, in each of notebooks/[0-9][0-9]_*.ipynb:
+
+* the Open-in-Colab badge (second line of the first cell), pointing at the notebook of the release
+  tag ``v<version>``, and the paragraph that says how to choose a profile on Colab;
+* the install block at the top of the setup cell (second cell): on Colab only, ``%pip install``
+  of ``ftcourse[offline]`` from the repository at tag ``v<version>`` (``%pip`` shows pip's errors,
+  unlike a ``subprocess`` call), then a check that says whether the runtime must restart;
+* the timing footer as the last cell;
+* the notebook metadata: kernelspec (so JupyterLab does not mark the notebook modified when it
+  opens it) and Colab's GPU runtime request (accelerator GPU, T4);
+
+and in README.md, the notebook table between ``<!-- notebooks:begin -->`` and ``<!-- notebooks:end -->``.
+
+    python scripts/sync_notebooks.py          # rewrite what is out of sync
+    python scripts/sync_notebooks.py --check  # exit 1 and list what is out of sync (a test runs this)
+
+Release step: bump ``version`` in pyproject.toml and ``__version__`` in ftcourse/__init__.py,
+run this script, commit, then ``git tag v<version> && git push --tags``: the notebooks' install
+line and badges name that tag.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+BEGIN, END = "# --- install (scripts/sync_notebooks.py) ---", "# --- end of install ---"
+FOOTER = "# Timing footer: how long this notebook took, in which profile, on which machine.\n" \
+         "from ftcourse.notebook import notebook_footer\n\nnotebook_footer()"
+PROFILE_NOTE = ("**Profiles.** Sizes (model, data, epochs, seeds) come from a profile: `ci` (tiny, for automated "
+                "checks), `cpu` (a laptop: minutes) or `gpu` (Colab GPU, a larger model). Locally, set "
+                "`FTCOURSE_PROFILE` before starting Jupyter. On Colab, variables can't be set before the kernel "
+                "starts: run `%env FTCOURSE_PROFILE=cpu` (or `ci`, `gpu`) in a cell above the setup cell, or "
+                "change it and restart the runtime. Without it: `gpu` on a GPU runtime, `cpu` otherwise.")
+COLAB_METADATA = {"accelerator": "GPU", "colab": {"gpuType": "T4", "provenance": []}}
+KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
+
+
+def project() -> tuple[str, str]:
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return meta["urls"]["Repository"].rstrip("/"), meta["version"]
+
+
+def badge_url(repo: str, version: str, name: str) -> str:
+    path = repo.split("github.com/", 1)[1]
+    return f"https://colab.research.google.com/github/{path}/blob/v{version}/notebooks/{name}"
+
+
+def badge(repo: str, version: str, name: str) -> str:
+    return (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+            f"({badge_url(repo, version, name)})")
+
+
+def install_block(repo: str, version: str) -> str:
+    return (
+        f"{BEGIN}\n"
+        "import sys\n\n"
+        "if \"google.colab\" in sys.modules:  # Colab: the course's pinned release; pip's errors show here\n"
+        f"    %pip install -q \"ftcourse[offline] @ git+{repo}@v{version}\"\n"
+        "    from ftcourse.notebook import restart_if_upgraded\n\n"
+        "    restart_if_upgraded()  # says so if an upgraded torch/transformers needs a runtime restart\n"
+        f"{END}"
+    )
+
+
+def _strip_old_install(source: str) -> str:
+    """The setup cell without its install block (the generated one, or the older subprocess one)."""
+    if BEGIN in source:
+        return source.split(END, 1)[1].lstrip("\n")
+    lines = source.splitlines()
+    if lines and lines[0].startswith("# Setup: on Colab"):
+        # older cells: a comment, `import sys`, an `if "google.colab"` block of subprocess lines, a blank line
+        end = next(i for i, line in enumerate(lines) if i > 1 and not line.strip())
+        return "\n".join(lines[end + 1:]).lstrip("\n")
+    return source
+
+
+def sync_notebook(path: Path, repo: str, version: str) -> list[str]:
+    """Bring one notebook in sync; return what changed (empty: it already was)."""
+    nb = nbformat.read(path, as_version=4)
+    changes = []
+    title = nb.cells[0]
+    lines = title.source.splitlines()
+    wanted_badge = badge(repo, version, path.name)
+    badge_at = next((i for i, line in enumerate(lines) if "colab-badge.svg" in line), None)
+    if badge_at is None:
+        lines[1:1] = ["", wanted_badge]
+        badge_at = 2
+    elif lines[badge_at] != wanted_badge:
+        lines[badge_at] = wanted_badge
+    note_at = next((i for i, line in enumerate(lines) if line.startswith("**Profiles.**")), None)
+    if note_at is None:
+        lines[badge_at + 1:badge_at + 1] = ["", PROFILE_NOTE]
+    else:
+        lines[note_at] = PROFILE_NOTE
+    # an older sentence about profiles, now said by the note
+    lines = [line for line in lines if not line.startswith("Sizes (model, data, epochs, seeds) come from a **profile**")]
+    source = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).rstrip("\n")
+    if source != title.source:
+        title.source = source
+        changes.append("title cell (badge, profile note)")
+
+    setup = nb.cells[1]
+    wanted = install_block(repo, version) + "\n\n" + _strip_old_install(setup.source)
+    if setup.cell_type != "code" or "notebook_setup" not in setup.source:
+        raise SystemExit(f"{path.name}: the second cell must be the setup cell (it calls notebook_setup())")
+    if setup.source != wanted:
+        setup.source = wanted
+        changes.append("setup cell install block")
+
+    last = nb.cells[-1]
+    if not (last.cell_type == "code" and last.source == FOOTER):
+        if last.cell_type == "code" and "notebook_footer" in last.source:
+            last.source = FOOTER
+        else:
+            nb.cells.append(nbformat.v4.new_code_cell(FOOTER))
+        changes.append("timing footer")
+
+    for key, value in (("kernelspec", KERNELSPEC), ("language_info", {"name": "python"}), *COLAB_METADATA.items()):
+        if nb.metadata.get(key) != value:
+            nb.metadata[key] = value
+            changes.append(f"metadata {key}")
+    if changes:
+        nbformat.write(nb, path)
+    return changes
+
+
+def readme_table(repo: str, version: str, notebooks: list[Path]) -> str:
+    rows = ["| # | notebook | Colab |", "|---|---|---|"]
+    for path in notebooks:
+        nb = nbformat.read(path, as_version=4)
+        title = nb.cells[0].source.splitlines()[0].lstrip("# ").split("·", 1)[-1].strip()
+        rows.append(f"| {path.name[:2]} | [{title}](notebooks/{path.name}) | {badge(repo, version, path.name)} |")
+    return "\n".join(rows)
+
+
+def sync_readme(repo: str, version: str, notebooks: list[Path], write: bool) -> list[str]:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    begin, end = "<!-- notebooks:begin -->", "<!-- notebooks:end -->"
+    if begin not in text or end not in text:
+        raise SystemExit(f"README.md lacks the markers {begin} ... {end} around the notebook table")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    wanted = f"{head}{begin}\n{readme_table(repo, version, notebooks)}\n{end}{tail}"
+    if wanted == text:
+        return []
+    if write:
+        readme.write_text(wanted)
+    return ["README.md notebook table"]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if anything is out of sync")
+    args = parser.parse_args(argv)
+    repo, version = project()
+    notebooks = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    stale = {}
+    for path in notebooks:
+        if args.check:
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                probe = Path(tmp) / path.name
+                probe.write_bytes(path.read_bytes())
+                changes = sync_notebook(probe, repo, version)
+        else:
+            changes = sync_notebook(path, repo, version)
+        if changes:
+            stale[path.name] = changes
+    readme = sync_readme(repo, version, notebooks, write=not args.check)
+    if readme:
+        stale["README.md"] = readme
+    for name, changes in stale.items():
+        print(f"{'out of sync' if args.check else 'updated'}: {name}: {', '.join(changes)}")
+    if args.check and stale:
+        print("run: python scripts/sync_notebooks.py", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

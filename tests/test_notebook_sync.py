@@ -1,0 +1,53 @@
+"""The notebooks' shared cells, the version and the notebook helpers."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+import types
+from pathlib import Path
+
+import nbformat
+
+import ftcourse
+from ftcourse import notebook as ftnb
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_notebooks_and_readme_are_in_sync_with_pyproject():
+    done = subprocess.run([sys.executable, "scripts/sync_notebooks.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_one_version_and_one_repository_url():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert meta["version"] == ftcourse.__version__
+    url, tag = meta["urls"]["Repository"], f"v{meta['version']}"
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        assert f"git+{url}@{tag}" in nb.cells[1].source and "%pip install" in nb.cells[1].source, path.name
+        assert f"blob/{tag}/notebooks/{path.name}" in nb.cells[0].source, path.name
+        assert nb.metadata["accelerator"] == "GPU" and nb.metadata["colab"]["gpuType"] == "T4"
+        assert "notebook_footer()" in nb.cells[-1].source, path.name
+        assert "subprocess" not in nb.cells[1].source
+
+
+def test_restart_is_asked_for_only_when_a_loaded_package_changed(monkeypatch, capsys):
+    from importlib import metadata
+
+    monkeypatch.setitem(sys.modules, "fakepkg", types.SimpleNamespace(__version__="1.0"))
+    monkeypatch.setattr(metadata, "version", lambda name: {"fakepkg": "2.0"}[name])
+    assert ftnb.restart_if_upgraded(("fakepkg",)) is True
+    assert "RESTART NEEDED: fakepkg 1.0 is loaded, 2.0 is installed" in capsys.readouterr().out
+    monkeypatch.setattr(metadata, "version", lambda name: "1.0")
+    assert ftnb.restart_if_upgraded(("fakepkg",)) is False
+    assert ftnb.restart_if_upgraded(("not_imported_anywhere",)) is False
+
+
+def test_footer_says_elapsed_time_profile_machine_and_versions(monkeypatch, capsys):
+    monkeypatch.setenv("FTCOURSE_PROFILE", "ci")
+    ftnb.notebook_setup()
+    text = ftnb.notebook_footer()
+    assert "elapsed:" in text and "in the ci profile" in text and "machine: " in text and "torch " in text
+    assert "min (" in capsys.readouterr().out
