@@ -9,6 +9,7 @@ bash scripts/setup.sh
 . "${FTCOURSE_VENV:-.venv}/bin/activate"
 # The reference for the LARS/LAMB parity tests. --no-deps: timm requires torchvision, whose PyPI wheels
 # are CUDA builds that do not load against the CPU torch; the tests load timm's optimizer files alone.
+echo "== setup: installing timm (the LARS/LAMB reference) without its dependencies"
 python -m pip install -q --no-deps "timm==1.0.31"
 t1=$SECONDS
 echo "== setup: $((t1 - t0)) s"

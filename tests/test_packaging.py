@@ -29,3 +29,53 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     command = "bash scripts/test.sh"
     assert command in readme and command in ci
+
+
+def _constraints() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt: {line!r} is not an exact pin (name==version)"
+            pins[_name(name)] = version
+    return pins
+
+
+def test_constraints_pin_every_declared_package():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {_name(r) for r in project["dependencies"]}
+    for extra in project["optional-dependencies"].values():
+        declared |= {_name(r) for r in extra}
+    pins = _constraints()
+    assert declared <= set(pins), f"declared but not pinned in constraints.txt: {sorted(declared - set(pins))}"
+    test_sh = (ROOT / "scripts" / "test.sh").read_text()
+    assert f'timm=={pins["timm"]}' in test_sh  # the one test-only package, installed by scripts/test.sh
+
+
+def test_setup_and_ci_install_with_the_constraints():
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    assert "constraints.txt" in setup and '-c "$constraints"' in setup
+    assert "bash scripts/setup.sh" in (ROOT / "scripts" / "test.sh").read_text()
+
+
+def test_every_notebook_import_is_declared():
+    import json
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {_name(r) for r in project["dependencies"]}
+    for extra in project["optional-dependencies"].values():
+        declared |= {_name(r) for r in extra}
+    import_names = {"sklearn": "scikit-learn", "PIL": "pillow", "IPython": "ipykernel", "yaml": "pyyaml"}
+    stdlib = set(__import__("sys").stdlib_module_names)
+    found = set()
+    for path in (ROOT / "notebooks").glob("*.ipynb"):
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            for line in "".join(cell["source"]).splitlines():
+                m = re.match(r"\s*(?:from|import)\s+([A-Za-z_][A-Za-z0-9_]*)", line)
+                if m:
+                    found.add(m.group(1))
+    third_party = {import_names.get(n, n) for n in found - stdlib - {"ftcourse"}}
+    assert {_name(n) for n in third_party} <= declared | {"torch"}, sorted({_name(n) for n in third_party} - declared)
