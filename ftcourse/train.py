@@ -47,7 +47,7 @@ import torch
 from torch import nn
 from tqdm import tqdm  # plain text bar: no ipywidgets needed in Jupyter or nbval
 
-from .accumulation import accumulation_windows, count_items, summed_loss
+from .accumulation import accumulation_windows, count_items, optimizer_steps_per_epoch, summed_loss
 from .amp import Precision
 from .memory import PeakMemory
 
@@ -317,7 +317,7 @@ def train(
         precision = Precision(precision, device)
     skipped_before = precision.skipped_steps  # a Precision reused across runs keeps counting
     model.to(device)
-    steps_per_epoch = math.ceil(len(train_loader) / accumulation_steps)
+    steps_per_epoch = optimizer_steps_per_epoch(len(train_loader), accumulation_steps)
     total_steps = steps_per_epoch * epochs if max_steps is None else min(max_steps, steps_per_epoch * epochs)
     if evals_per_epoch is not None:
         eval_points = set(evaluation_steps(steps_per_epoch, epochs, evals_per_epoch)) | {total_steps}
