@@ -38,6 +38,11 @@ from .train import History, evaluate, pick_device, set_seed, train
 # Columns of a fine_tune row that hold one numpy array per run (dataset row order), not a number.
 ARRAY_COLUMNS = ("val_predictions", "test_predictions", "val_correct", "test_correct")
 
+# Every fine_tune call of this process, in order: its sizes and where its time went. The notebook
+# footer compares it with the notebook's plan (ftcourse.plan) and ftcourse estimate's validation
+# reads it. notebook_setup() empties it.
+RUN_LOG: list[dict] = []
+
 
 @dataclass
 class RunResult:
@@ -156,6 +161,7 @@ def fine_tune(
     """
     _check_args(profile, lr, epochs, train_size, batch_size, weight_decay, warmup_ratio, evals_per_epoch,
                 accumulation_steps, select, early_stopping_patience)
+    started = time.perf_counter()
     lr = profile.lr if lr is None else lr
     epochs = profile.epochs if epochs is None else int(epochs)
     train_size = profile.train_size if train_size is None else int(train_size)
@@ -222,6 +228,12 @@ def fine_tune(
         "val_predictions": val["predictions"], "test_predictions": test["predictions"],
         "val_correct": val["predictions"] == val["labels"], "test_correct": test["predictions"] == test["labels"],
     }
+    RUN_LOG.append({"train_examples": len(splits["train"]), "epochs": epochs, "evals_per_epoch": evals_per_epoch,
+                    "batch_size": batch_size, "accumulation_steps": accumulation_steps, "precision": precision.name,
+                    "steps": row["steps"], "evaluations": len(history.evals), "val_examples": len(splits["validation"]),
+                    "test_examples": len(splits["test"]), "train_time_s": history.train_time_s,
+                    "eval_time_s": history.eval_time_s + row["final_eval_time_s"],
+                    "total_s": time.perf_counter() - started})
     return RunResult(row, history, model if keep_model else None, val["labels"], test["labels"])
 
 
@@ -381,12 +393,24 @@ def claim(claim: str, source: str, comparison=None, *, effect: str | None = None
     return {"claim": claim, "source": source, "effect (95% CI)": effect, "verdict": verdict}
 
 
-def claims_table(rows):
-    """The claims rows as a DataFrame (columns ``CLAIM_COLUMNS``)."""
+def claims_table(rows, notebook: str | None = None):
+    """The claims rows as a DataFrame (columns ``CLAIM_COLUMNS``). In a notebook it also shows as a
+    markdown table (the ``text/markdown`` output that ``scripts/evidence.py`` collects into README)."""
     import pandas as pd
 
-    table = pd.DataFrame(list(rows), columns=list(CLAIM_COLUMNS))
+    class ClaimsTable(pd.DataFrame):
+        _metadata = ["notebook"]
+
+        @property
+        def _constructor(self):
+            return ClaimsTable
+
+        def _repr_markdown_(self):
+            return claims_markdown(self, getattr(self, "notebook", None))
+
+    table = ClaimsTable(pd.DataFrame(list(rows), columns=list(CLAIM_COLUMNS)))
     table.index = range(1, len(table) + 1)
+    table.notebook = notebook
     return table
 
 
@@ -407,7 +431,7 @@ def save_claims(name: str, rows, directory=None):
     import os
     from pathlib import Path
 
-    table = claims_table(rows)
+    table = claims_table(rows, name)
     directory = directory or os.environ.get("FTCOURSE_RESULTS_DIR")
     if directory:
         Path(directory).mkdir(parents=True, exist_ok=True)

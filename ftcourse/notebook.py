@@ -90,6 +90,9 @@ def notebook_setup(profile_name: str | None = None):
     from .profiles import get_profile
     from .train import pick_device, use_deterministic_algorithms
 
+    from .experiment import RUN_LOG
+
+    RUN_LOG.clear()
     _started.update(time=time.perf_counter(), profile=None)
     profile = get_profile(profile_name)
     _started["profile"] = profile.name

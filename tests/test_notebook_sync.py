@@ -51,3 +51,17 @@ def test_footer_says_elapsed_time_profile_machine_and_versions(monkeypatch, caps
     text = ftnb.notebook_footer()
     assert "elapsed:" in text and "in the ci profile" in text and "machine: " in text and "torch " in text
     assert "min (" in capsys.readouterr().out
+
+
+def test_readme_evidence_section_matches_the_notebooks():
+    done = subprocess.run([sys.executable, "scripts/evidence.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_claims_table_shows_as_markdown_for_the_evidence_script():
+    from ftcourse.experiment import claim, claims_table
+
+    table = claims_table([claim("c", "s", effect="+0.01", verdict="better")], "01_demo")
+    assert table._repr_markdown_().startswith("| claim | source | effect (95% CI) | verdict | notebook |")
+    assert "| c | s | +0.01 | better | 01_demo |" in table._repr_markdown_()
+    assert table.loc[1, "verdict"] == "better"
