@@ -1,4 +1,4 @@
-"""``python -m ftcourse`` (or ``ftcourse``): ``info``, ``run`` and ``get-data``.
+"""``python -m ftcourse`` (or ``ftcourse``): ``info``, ``run``, ``estimate`` and ``get-data``.
 
 Course harness (not a technique module).
 
@@ -242,6 +242,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="ftcourse", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, device, profile, data and offline model, with fixes")
+    est = sub.add_parser("estimate", help="measure this device for about a minute, then predict each notebook's minutes")
+    est.add_argument("--profile", default=None, choices=PROFILE_NAMES,
+                     help="default: FTCOURSE_PROFILE, else gpu with CUDA, else cpu")
     get = sub.add_parser("get-data", help="download SST-2 from the hub into DIR/sst2/*.jsonl for offline use")
     get.add_argument("directory", help="the folder to set FTCOURSE_DATA_DIR to afterwards")
     run = sub.add_parser("run", help="execute the notebooks headless and write results/summary.md")
@@ -256,6 +259,10 @@ def main(argv=None) -> int:
         return _info()
     if args.command == "get-data":
         return _get_data(args.directory)
+    if args.command == "estimate":
+        from .estimate import main as estimate
+
+        return estimate(args.profile)
     try:
         return _run(args)
     except SystemExit as exc:
