@@ -10,11 +10,17 @@ def _name(requirement: str) -> str:
     return re.split(r"[<>=!~\[ ;@]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
-def test_environment_yml_matches_pyproject():
+def _declared() -> set[str]:
+    """Every package pyproject.toml names: dependencies and every extra."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = {_name(r) for r in project["dependencies"]}
+    names = {_name(r) for r in project["dependencies"]}
     for extra in project["optional-dependencies"].values():
-        wanted |= {_name(r) for r in extra}
+        names |= {_name(r) for r in extra}
+    return names
+
+
+def test_environment_yml_matches_pyproject():
+    wanted = _declared()
     listed = set()
     text = (ROOT / "environment.yml").read_text()
     for line in text[text.index("dependencies:"):].splitlines():
@@ -43,10 +49,7 @@ def _constraints() -> dict[str, str]:
 
 
 def test_constraints_pin_every_declared_package():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = {_name(r) for r in project["dependencies"]}
-    for extra in project["optional-dependencies"].values():
-        declared |= {_name(r) for r in extra}
+    declared = _declared()
     pins = _constraints()
     assert declared <= set(pins), f"declared but not pinned in constraints.txt: {sorted(declared - set(pins))}"
     test_sh = (ROOT / "scripts" / "test.sh").read_text()
@@ -62,10 +65,7 @@ def test_setup_and_ci_install_with_the_constraints():
 def test_every_notebook_import_is_declared():
     import json
 
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = {_name(r) for r in project["dependencies"]}
-    for extra in project["optional-dependencies"].values():
-        declared |= {_name(r) for r in extra}
+    declared = _declared()
     import_names = {"sklearn": "scikit-learn", "PIL": "pillow", "IPython": "ipykernel", "yaml": "pyyaml"}
     stdlib = set(__import__("sys").stdlib_module_names)
     found = set()
