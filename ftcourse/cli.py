@@ -84,13 +84,55 @@ def _get_data(directory: str) -> int:
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
 
+def render_terminal_text(text: str) -> str:
+    """What a terminal would show after printing ``text``: a carriage return goes back to the start
+    of the line (progress bars redraw themselves with it), ``ESC[A`` moves up a line, and colour
+    codes are dropped. Saved notebooks then hold each bar's last state, not every redraw."""
+    lines, row, col = [""], 0, 0
+    for token in re.split(r"(\r|\n|\x1b\[[0-9;]*[A-Za-z])", text):
+        if token == "\r":
+            col = 0
+        elif token == "\n":
+            row += 1
+            col = 0
+            if row == len(lines):
+                lines.append("")
+        elif token.startswith("\x1b["):
+            if token.endswith("A"):
+                row = max(0, row - int(token[2:-1] or 1))
+        elif token:
+            line = lines[row]
+            lines[row] = line[:col] + token + line[col + len(token):]
+            col += len(token)
+    return "\n".join(line.rstrip() for line in lines if line.strip() or line == "")
+
+
+def _coalesce_streams(outputs: list) -> list:
+    """Consecutive stream outputs of one stream merged and rendered (``render_terminal_text``)."""
+    merged = []
+    for output in outputs:
+        if (output.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream"
+                and merged[-1]["name"] == output["name"]):
+            merged[-1]["text"] += output["text"]
+        else:
+            merged.append(output)
+    for output in merged:
+        if output.get("output_type") == "stream" and ("\r" in output["text"] or "\x1b[" in output["text"]):
+            rendered = render_terminal_text(output["text"])
+            output["text"] = re.sub(r"\n{3,}", "\n\n", rendered).strip("\n") + "\n"
+    return [o for o in merged if not (o.get("output_type") == "stream" and not o["text"].strip())]
+
+
 def _clean(nb) -> None:
-    """Drop volatile metadata so that re-running a notebook changes only its real outputs."""
+    """Drop volatile metadata so that re-running a notebook changes only its real outputs, and keep
+    only the final state of progress bars."""
     nb.metadata.pop("widgets", None)
     nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
     nb.metadata["language_info"] = {"name": "python"}
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
+        if "outputs" in cell:
+            cell.outputs = _coalesce_streams(cell.outputs)
         for output in cell.get("outputs", []):
             output.get("metadata", {}).pop("execution", None)
 

@@ -259,9 +259,15 @@ def run_seeds(profile: Profile, label: str = "baseline", seeds=None, keep_histor
 
     seeds = list(profile.seeds if seeds is None else seeds)
     rows, histories = [], {}
-    bar = tqdm(seeds, desc=label, unit="run", disable=not progress, leave=True)
+    import sys
+
+    # on stdout, with the per-run lines it writes: saved notebooks keep them in order, bar last
+    bar = tqdm(seeds, desc=label, unit="run", disable=not progress, leave=True, file=sys.stdout)
+    # In a notebook the step counter goes on the runs' bar (one line: Jupyter cannot redraw nested
+    # text bars); in a terminal each run draws its own step bar below it.
+    inner = bar if progress and _in_notebook() else progress
     for seed in bar:
-        result = fine_tune(profile, seed, progress=progress, **fine_tune_kwargs)
+        result = fine_tune(profile, seed, progress=inner, **fine_tune_kwargs)
         rows.append({"label": label, **result.row})
         if keep_histories:
             histories[seed] = result.history
@@ -271,6 +277,12 @@ def run_seeds(profile: Profile, label: str = "baseline", seeds=None, keep_histor
                   f"({row['train_time_s']:.0f} s training, {row['eval_time_s'] + row['final_eval_time_s']:.0f} s evaluation){flag}")
     bar.close()
     return pd.DataFrame(rows), histories
+
+
+def _in_notebook() -> bool:
+    import sys
+
+    return "ipykernel" in sys.modules
 
 
 def scalar_columns(results):

@@ -279,7 +279,7 @@ def train(
     precision: Precision | str | None = None,
     callbacks: list[Callback] = (),
     device: torch.device | str | None = None,
-    progress: bool = True,
+    progress=True,
 ) -> History:
     """Fine-tune ``model`` and return its :class:`History` (see the module docstring for the loop).
 
@@ -360,7 +360,11 @@ def train(
 
     start = time.perf_counter()
     notify("on_train_begin", state)
-    bar = tqdm(total=total_steps, disable=not progress, desc="train", leave=False, mininterval=1.0)
+    # progress: True draws a per-step bar (leave=False); a bar object (run_seeds' bar over runs, in a
+    # notebook) gets the step counter as its postfix instead: one line, which Jupyter can redraw.
+    parent = progress if hasattr(progress, "set_postfix_str") else None
+    bar = tqdm(total=total_steps, disable=parent is not None or not progress, desc="train", leave=False, mininterval=1.0)
+    last_postfix = 0.0
     model.train()
     # Gradients left over from before the call (a gradient inspected in a notebook cell, an earlier
     # run) would otherwise be added to the first window's gradient.
@@ -414,6 +418,9 @@ def train(
                 })
                 bar.update(1)
                 bar.set_postfix(loss=f"{window_loss:.3f}", refresh=False)
+                if parent is not None and (time.perf_counter() - last_postfix > 1.0 or state.step == total_steps):
+                    parent.set_postfix_str(f"step {state.step}/{total_steps}, loss {window_loss:.3f}")
+                    last_postfix = time.perf_counter()
                 if consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
                     diverge(f"{consecutive_skips} consecutive steps skipped by the GradScaler "
                             f"(loss scale now {precision.loss_scale})")

@@ -138,3 +138,16 @@ def test_an_unwritable_results_dir_is_one_line(tmp_path, capsys):
     assert main(["run", "--profile", "ci", "--notebook-dir", str(notebooks), "--results-dir", str(blocker / "r")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ftcourse run: cannot write to --results-dir") and "\n" not in err
+
+
+def test_saved_notebooks_keep_the_last_state_of_progress_bars():
+    from ftcourse.cli import _coalesce_streams, render_terminal_text
+
+    assert render_terminal_text("a  10%\rb  50%\rc 100%\n") == "c 100%\n"
+    assert render_terminal_text("outer 0%\n\rinner 5%\x1b[A\n\rinner 9%\x1b[A\r\x1b[32mouter 50%\x1b[0m") \
+        .splitlines()[0] == "outer 50%"
+    # what tqdm writes around bar.write(): clear the bar line, the message, redraw the bar
+    outputs = [nbformat.v4.new_output("stream", name="stdout", text=t)
+               for t in ("\rrun 0/2", "\rrun 1/2", "\r       \r", "seed 0: 0.81\n", "\rrun 1/2", "\rrun 2/2\n")]
+    merged = _coalesce_streams(outputs)
+    assert [o["text"] for o in merged] == ["seed 0: 0.81\nrun 2/2\n"]
