@@ -111,12 +111,37 @@ def elapsed_s() -> float:
     return float("nan") if start is None else time.perf_counter() - start
 
 
-def notebook_footer() -> str:
-    """Print (and return) the timing footer: elapsed time, profile, machine, versions."""
+def runs_summary(run_log: list[dict]) -> str:
+    """One line on the fine-tuning runs of this notebook: how many, of which sizes, where the time went."""
+    from collections import Counter
+
+    if not run_log:
+        return "fine-tuning runs: none"
+    sizes = Counter((r["train_examples"], r["epochs"], r["evals_per_epoch"]) for r in run_log)
+    shapes = ", ".join(f"{n}x{e}x{v}: {c}" for (n, e, v), c in sizes.items())
+    train_s = sum(r["train_time_s"] for r in run_log)
+    eval_s = sum(r["eval_time_s"] for r in run_log)
+    total_s = sum(r["total_s"] for r in run_log)
+    return (f"fine-tuning runs: {len(run_log)} (train examples x epochs x evaluations an epoch: {shapes}); "
+            f"{total_s / 60:.1f} min in all, {train_s / 60:.1f} training, {eval_s / 60:.1f} evaluating")
+
+
+def notebook_footer(notebook: str | None = None) -> str:
+    """Print (and return) the timing footer: elapsed time, profile, machine, versions, and the
+    fine-tuning runs made. With ``notebook`` ("07_llrd"), the runs are checked against the notebook's
+    plan (``ftcourse.plan``): an AssertionError if they differ, so the plan cannot drift."""
+    from .experiment import RUN_LOG
+
     seconds = elapsed_s()
     minutes = f"{seconds / 60:.1f} min" if seconds == seconds else "unknown (notebook_setup() was not called)"
-    text = (f"elapsed: {minutes} ({seconds:.0f} s) in the {_started.get('profile') or '?'} profile\n"
-            f"machine: {machine_description()}\n"
-            f"versions: {versions()}")
+    lines = [f"elapsed: {minutes} ({seconds:.0f} s) in the {_started.get('profile') or '?'} profile",
+             runs_summary(RUN_LOG)]
+    if notebook is not None and _started.get("profile"):
+        from .plan import check_runs
+        from .profiles import get_profile
+
+        lines.append(check_runs(notebook, get_profile(_started["profile"]), RUN_LOG))
+    lines += [f"machine: {machine_description()}", f"versions: {versions()}"]
+    text = "\n".join(lines)
     print(text)
     return text
