@@ -21,7 +21,8 @@ with exactly those files into an empty package and imports it, and none imports 
 Course harness: what the notebooks use to run and report experiments.
 
 * ``data``: SST-2 with its three splits; ``profiles``: run sizes; ``experiment``: ``fine_tune``,
-  ``run_seeds``, plots, claims tables; ``recipe``: notebook 11's combined recipe; ``cli``:
-  ``python -m ftcourse info | run | get-data``; ``notebook``: the first and last cells.
+  ``run_seeds``, plots, claims tables; ``recipe``: notebook 11's combined recipe; ``plan``:
+  what each notebook runs; ``estimate``: predicted minutes per notebook on this device; ``cli``:
+  ``python -m ftcourse info | run | get-data | estimate``; ``notebook``: the first and last cells.
 """
 __version__ = "0.1.0"

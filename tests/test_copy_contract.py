@@ -2,7 +2,7 @@
 copied with exactly those into another package, with no ``ftcourse`` importable.
 
 Technique modules are what people copy into their projects; the course harness (data, profiles,
-experiment, recipe, cli, notebook) is what the notebooks use, and no technique module imports it.
+experiment, recipe, plan, estimate, cli, notebook) is what the notebooks use, and no technique module imports it.
 """
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ftcourse"
-HARNESS = {"data", "profiles", "experiment", "recipe", "cli", "notebook", "__main__", "__init__"}
+HARNESS = {
+    "data", "profiles", "experiment", "recipe", "cli", "notebook", "plan", "estimate", "__main__", "__init__",
+}
 TECHNIQUE = sorted(
     [p.stem for p in PACKAGE.glob("*.py") if p.stem not in HARNESS]
     + [f"optim/{p.stem}" for p in (PACKAGE / "optim").glob("*.py") if p.stem != "__init__"]
