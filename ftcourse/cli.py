@@ -230,9 +230,10 @@ def _run(args) -> int:
         print(f"ftcourse run: no notebooks in {notebook_dir}", file=sys.stderr)
         return 2
     results_dir = _writable_results_dir(Path(args.results_dir))
-    for stale in list(results_dir.glob("*.claims.md")) + list(results_dir.glob("[0-9][0-9]_*.md")):
+    # a set: "01_x.claims.md" matches both patterns
+    for stale in set(results_dir.glob("*.claims.md")) | set(results_dir.glob("[0-9][0-9]_*.md")):
         if any(stale.name.startswith(p.stem) for p in notebooks):
-            stale.unlink()  # an earlier run's table of a notebook run again must not survive a failure now
+            stale.unlink(missing_ok=True)  # an earlier run's table of a notebook run again must not survive a failure now
     timings, failures, figures = {}, {}, {}
     for path in tqdm(notebooks, desc=f"notebooks ({profile.name})", unit="nb"):
         out = path if args.inplace else results_dir / "notebooks" / path.name

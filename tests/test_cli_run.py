@@ -151,3 +151,17 @@ def test_saved_notebooks_keep_the_last_state_of_progress_bars():
                for t in ("\rrun 0/2", "\rrun 1/2", "\r       \r", "seed 0: 0.81\n", "\rrun 1/2", "\rrun 2/2\n")]
     merged = _coalesce_streams(outputs)
     assert [o["text"] for o in merged] == ["seed 0: 0.81\nrun 2/2\n"]
+
+
+def test_a_rerun_replaces_the_earlier_tables_of_its_notebooks(tmp_path):
+    """Regression: "99_demo.claims.md" matches both stale-table patterns and was unlinked twice."""
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]), notebooks / "99_demo.ipynb")
+    results = tmp_path / "results"
+    results.mkdir()
+    for name in ("99_demo.claims.md", "99_demo.md", "98_other.md"):
+        (results / name).write_text("stale")
+    assert main(["run", "--profile", "ci", "--notebook-dir", str(notebooks), "--results-dir", str(results)]) == 0
+    assert not (results / "99_demo.claims.md").exists() and not (results / "99_demo.md").exists()
+    assert (results / "98_other.md").read_text() == "stale"
