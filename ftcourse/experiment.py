@@ -398,7 +398,15 @@ def claim(claim: str, source: str, comparison=None, *, effect: str | None = None
         if verdict is None:
             verdict = comparison["verdict"]
             half = comparison.get("half_width", float("nan"))
-            if resolution is not None and verdict == "no detectable difference" and not half <= resolution:
+            low, high = comparison.get("low", float("nan")), comparison.get("high", float("nan"))
+            if verdict == "no detectable difference" and (low > 0 or high < 0):
+                # the printed interval is per comparison; the verdict is corrected for all of them
+                p_holm = comparison.get("p_holm", float("nan"))
+                verdict = (f"no detectable difference after Holm's correction (p_holm {p_holm:.3f}), although "
+                           "this interval alone excludes 0")
+                if "bootstrap" in str(comparison.get("note", "")):
+                    verdict = "no detectable difference: the bootstrap interval (seeds and examples) includes 0"
+            elif resolution is not None and verdict == "no detectable difference" and not half <= resolution:
                 verdict = f"{NOT_RESOLVABLE} (±{half:.3f})" if half == half else NOT_RESOLVABLE
     if effect is None or verdict is None:
         raise ValueError("claim needs a compare row, or both effect= and verdict=")

@@ -29,42 +29,69 @@ from .models import MINILM_ID
 
 @dataclass(frozen=True)
 class Accumulation:
-    """02: effective batch sizes compared (micro-batch = the profile's batch size), the lr grid each
-    is swept over on validation, seeds and training examples of that comparison."""
-    effective_batches: tuple[int, ...] = (16, 64)
-    lr_grid: tuple[float, ...] = (1e-4,)
+    """02. Main comparison (effective batch vs accuracy at equal epochs): every effective batch of
+    ``lr_grids`` ((effective batch, lrs) pairs; micro-batch = the profile's batch size, so
+    k = effective / micro-batch) trains on ``train_size`` examples for ``epochs``, once per lr on
+    ``sweep_seed``; its lr is the one with the best validation accuracy; then it runs over ``seeds``
+    at that lr (the ``sweep_seed`` run is reused) and the effective batches are compared on test.
+    ``evals_per_epoch``: validation passes of those runs. Demonstrations: the float64 proof's window
+    of ``proof_accumulation`` micro-batches of ``proof_micro_batch`` sentences; ``sweep_steps``
+    optimizer steps per micro-batch size in the memory and time sweep."""
+    lr_grids: tuple[tuple[int, tuple[float, ...]], ...] = ((16, (1e-4,)), (64, (2e-4,)))
+    sweep_seed: int = 0
     seeds: tuple[int, ...] = (0, 1)
     train_size: int = 1000
     epochs: int = 1
+    evals_per_epoch: int = 1
+    proof_micro_batch: int = 2
+    proof_accumulation: int = 4
+    sweep_steps: int = 4
 
 
 @dataclass(frozen=True)
 class Freezing:
-    """03: seeds and epochs of the frozen-layer comparison; the head's lr when everything else is frozen."""
+    """03: full fine-tuning against the embeddings and the bottom n blocks frozen, n in
+    ``frozen_layers``, over ``seeds`` on ``train_size`` examples for ``epochs``; gradual unfreezing
+    over ``gradual_seeds``; the linear probe (everything below the head frozen) trained on cached
+    features over the lrs ``probe_lrs`` and the epoch counts ``probe_epochs`` (plus ``epochs``);
+    per-block gradient norms over the first ``grad_norm_steps`` steps of full fine-tuning; the
+    optimizer steps of one interleaved timing round (``timing_steps``)."""
     seeds: tuple[int, ...] = (0, 1, 2)
-    epochs: int = 2
-    train_size: int = 1000
-    frozen_layers: tuple[int, ...] = (0, 3, 6)
-    head_lr: float = 3e-3
+    epochs: int = 1
+    train_size: int = 1600
+    frozen_layers: tuple[int, ...] = (3,)
+    gradual_seeds: tuple[int, ...] = (0, 1, 2)
+    probe_lrs: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
+    probe_epochs: tuple[int, ...] = (10,)
+    grad_norm_steps: int = 40
+    timing_steps: int = 3
 
 
 @dataclass(frozen=True)
 class MixedPrecision:
-    """04: optimizer steps of the fp16 loss-scale trace, steps timed per precision, and the training
-    examples of the fp32-vs-low-precision accuracy comparison."""
+    """04: optimizer steps of the fp16 loss-scale trace; optimizer steps timed per precision (after
+    one warm-up step: on a CPU that emulates bf16 each costs ~16 fp32 steps, so keep it small); the
+    fp32-vs-low-precision accuracy comparison over ``seeds`` on ``train_size`` examples for
+    ``epochs`` (run only where the low precision measured at least ``min_speed_ratio`` of fp32's
+    speed); ``replay_steps`` steps of the article's AMP loop that never zeroes gradients."""
     trace_steps: int = 40
-    timing_steps: int = 6
-    train_size: int = 1000
+    timing_steps: int = 3
+    train_size: int = 1600
+    epochs: int = 1
     seeds: tuple[int, ...] = (0, 1, 2)
+    min_speed_ratio: float = 0.5
+    replay_steps: int = 6
 
 
 @dataclass(frozen=True)
 class Optimizers:
-    """05: each optimizer's lr is chosen on validation from ``lr_grid`` ((name, lrs) pairs), one run
-    per lr and seed of ``sweep_seeds`` on ``sweep_train_size`` examples; the comparison then runs
-    over ``seeds`` on ``train_size`` examples for ``epochs``, evaluating ``evals_per_epoch`` times an
-    epoch. ``few_sample_size``, ``few_sample_epochs``, ``few_sample_lrs`` and ``few_sample_seeds``:
-    Zhang et al.'s few-sample regime for BERTAdam against bias-corrected Adam."""
+    """05. Main comparison (BERTAdam against bias-corrected Adam, Zhang et al. 2021's few-sample regime):
+    ``few_sample_size`` examples for ``few_sample_epochs``, every lr of ``few_sample_lrs`` with the seeds
+    ``few_sample_sweep_seeds``, then each optimizer's chosen lr with all of ``few_sample_seeds``.
+    Seven-optimizer comparison: each lr chosen on validation from ``lr_grid`` ((name, lrs) pairs), one
+    run per lr and seed of ``sweep_seeds`` on ``sweep_train_size`` examples, then ``seeds`` at the
+    chosen lr on ``train_size`` examples; ``epochs`` and ``evals_per_epoch`` for both. With the same
+    sizes and AdamW's grid equal to ``few_sample_lrs``, the comparison reuses the main runs of AdamW."""
     lr_grid: tuple[tuple[str, tuple[float, ...]], ...] = ()
     sweep_train_size: int = 320
     sweep_seeds: tuple[int, ...] = (0,)
@@ -75,65 +102,104 @@ class Optimizers:
     few_sample_size: int = 300
     few_sample_epochs: int = 3
     few_sample_lrs: tuple[float, ...] = (1e-4,)
+    few_sample_sweep_seeds: tuple[int, ...] = (0, 1)
     few_sample_seeds: tuple[int, ...] = (0, 1, 2)
 
 
 @dataclass(frozen=True)
 class Schedules:
-    """06: training examples, seeds and epochs of the schedule comparison; steps of the LR range test."""
-    train_size: int = 640
+    """06: every schedule of ``compared`` runs once per seed of ``seeds`` on ``train_size`` examples
+    for ``epochs`` at the profile's lr, against linear warmup-decay (the course baseline);
+    ``evals_per_epoch``: validation passes of the constant-lr runs (``ReduceLROnPlateau`` is replayed
+    on them; the other runs validate once, at the end); ``step_gamma``: the step schedule's factor
+    (one drop, halfway through the decay); ``exponential_final``: the exponential schedule's last
+    multiplier; ``restart_cycles``: cosine cycles of ``cosine_with_restarts``; ``plateau_patience``,
+    ``plateau_factor``: ``ReduceLROnPlateau``'s; ``plateau_runs``: real plateau runs (on the first
+    seeds) checked against the replay; ``sweep_lrs`` (it contains the profile's lr): the lrs of the
+    validation sweep of the main pair, on ``sweep_seed``; ``lr_finder_steps``: steps of the LR range test."""
+    train_size: int = 1280
     seeds: tuple[int, ...] = (0, 1, 2)
     epochs: int = 1
     evals_per_epoch: int = 4
+    compared: tuple[str, ...] = ("constant", "cosine", "step", "exponential")
+    step_gamma: float = 0.1
+    exponential_final: float = 0.01
+    restart_cycles: int = 2
+    plateau_patience: int = 0
+    plateau_factor: float = 0.3
+    plateau_runs: int = 0
+    sweep_lrs: tuple[float, ...] = (3e-5, 1e-4, 3e-4)
+    sweep_seed: int = 0
     lr_finder_steps: int = 100
 
 
 @dataclass(frozen=True)
 class LLRD:
-    """07: the decay grid (chosen on validation), the seeds and training examples of the comparison,
-    and whether to also run the article's exact roberta-base lrs (meant for roberta-base)."""
+    """07, few-sample setting (where Zhang et al. 2021 evaluate LLRD): the decay grid, chosen on
+    validation with ``selection_seeds`` (never reused: the comparison runs on fresh ``seeds``);
+    training examples and epochs of every run; ``control_seeds``: LLRD at the same mean rate as plain
+    fine-tuning (a control, on these of the comparison seeds); ``grouped``: also compare grouped LLRD;
+    ``article_lrs``: also run the article's exact roberta-base lrs (meant for roberta-base)."""
     decays: tuple[float, ...] = (0.9,)
+    selection_seeds: tuple[int, ...] = (100,)
     seeds: tuple[int, ...] = (0, 1, 2)
-    train_size: int = 2000
+    control_seeds: tuple[int, ...] = (0, 1)
+    train_size: int = 1000
+    epochs: int = 1
+    grouped: bool = False
     article_lrs: bool = False
 
 
 @dataclass(frozen=True)
 class Reinit:
-    """08, few-sample setting: top layers re-initialised, seeds (the spread across them is the
-    result), epochs (re-initialised layers learn from scratch: Zhang et al. 2021 train longer), lr,
-    training examples."""
+    """08, few-sample setting: top layers re-initialised (0 = plain fine-tuning), seeds (the spread
+    across them is the result), epochs (re-initialised layers learn from scratch: Zhang et al. 2021
+    train longer), lr, training examples; ``curve_val_size``: validation sentences of the once-an-
+    epoch evaluation that draws the learning curves (nothing is chosen on it; None: all 872)."""
     layers: tuple[int, ...] = (0, 1, 2, 3)
-    seeds: tuple[int, ...] = (0, 1, 2)
-    epochs: int = 3
+    seeds: tuple[int, ...] = tuple(range(10))
+    epochs: int = 4
     lr: float = 1e-4
-    train_size: int = 300
+    train_size: int = 320
+    curve_val_size: int | None = None
 
 
 @dataclass(frozen=True)
 class SWA:
-    """09: training examples, seeds and epochs of its runs (the normal schedule and SWA per seed)."""
+    """09: training examples, seeds, epochs and validation passes per epoch of its runs (the normal
+    schedule and SWA, per seed); ``start``: fraction of training after which SWA averages (Izmailov
+    et al.'s 75%); ``demo_train_size`` examples (one epoch) of the plain-PyTorch-vs-callback check,
+    whose LLRD groups decay by ``llrd_decay`` per layer."""
     train_size: int = 3000
     seeds: tuple[int, ...] = (0, 1, 2)
     epochs: int = 2
+    evals_per_epoch: int = 1
+    start: float = 0.75
+    demo_train_size: int = 480
+    llrd_decay: float = 0.9
 
 
 @dataclass(frozen=True)
 class EarlyStopping:
-    """10: a regime where validation peaks before the end of training."""
+    """10: a regime where validation peaks before the end of training (few examples, many epochs, a
+    constant lr after warmup: ``schedule``), evaluated ``evals_per_epoch`` times an epoch; early
+    stopping waits ``patience`` evaluations."""
     train_size: int = 1000
     seeds: tuple[int, ...] = (0, 1, 2)
     epochs: int = 3
     evals_per_epoch: int = 4
     patience: int = 2
+    schedule: str = "constant_with_warmup"
 
 
 @dataclass(frozen=True)
 class Recipe:
     """11 (cumulative recipe table): every row runs once per seed on ``train_size`` examples for
     ``epochs``; ``reinit_layers`` top layers are re-initialised (the article: 5 of roberta-base's 12);
-    early stopping waits ``patience`` evaluations; ``grouped_llrd`` adds the full recipe with grouped
-    LLRD as one more row."""
+    ``llrd_decay`` is the decay notebook 07 chooses on validation; SWA averages from ``swa_start`` of
+    the run on; early stopping waits ``patience`` evaluations; ``grouped_llrd`` adds the full recipe
+    with grouped LLRD as one more row; ``control_epochs``: epochs of the run-length control (the
+    warmup step rerun with more steps)."""
     train_size: int = 2000
     seeds: tuple[int, ...] = (0, 1, 2)
     reinit_layers: int = 2
@@ -141,6 +207,8 @@ class Recipe:
     grouped_llrd: bool = False
     epochs: int = 2
     llrd_decay: float = 0.9
+    swa_start: float = 0.75
+    control_epochs: int = 2
 
 
 GROUPS = {"accumulation": Accumulation, "freezing": Freezing, "mixed_precision": MixedPrecision,
@@ -219,19 +287,26 @@ PROFILES: dict[str, Profile] = {
         warmup_ratio=0.1, weight_decay=0.01, seeds=(0, 1), amp=None,
         # SST-2 test is 50% positive: 0.6 is clearly above the majority class.
         min_test_accuracy=0.60, val_size=128, test_size=256,
-        accumulation=Accumulation(effective_batches=(16, 32), lr_grid=(1e-4,), seeds=(0, 1), train_size=160, epochs=1),
-        freezing=Freezing(seeds=(0, 1), epochs=2, train_size=160, frozen_layers=(0, 6), head_lr=3e-3),
-        mixed_precision=MixedPrecision(trace_steps=20, timing_steps=3, train_size=160, seeds=(0, 1)),
+        accumulation=Accumulation(lr_grids=((16, (1e-4,)), (32, (2e-4,))), seeds=(0, 1), train_size=160, epochs=1,
+                                  sweep_steps=2),
+        freezing=Freezing(seeds=(0, 1), epochs=2, train_size=160, frozen_layers=(3,), gradual_seeds=(0, 1),
+                          probe_lrs=(1e-4, 1e-2), probe_epochs=(10,), grad_norm_steps=20, timing_steps=2),
+        mixed_precision=MixedPrecision(trace_steps=20, timing_steps=2, train_size=160, epochs=2, seeds=(0, 1),
+                                       replay_steps=8),
         optimizers=Optimizers(
-            lr_grid=(("SGD", (0.03,)), ("RMSprop", (3e-5,)), ("Adam", (1e-4,)), ("AdamW", (1e-4,)),
-                     ("LARS", (0.2,)), ("LAMB", (1e-3,))),
-            sweep_train_size=64, sweep_seeds=(0,), train_size=64, seeds=(0, 1), epochs=1, evals_per_epoch=1,
-            few_sample_size=64, few_sample_epochs=1, few_sample_lrs=(1e-4,), few_sample_seeds=(0, 1)),
-        schedules=Schedules(train_size=64, seeds=(0, 1), epochs=1, evals_per_epoch=1, lr_finder_steps=20),
-        llrd=LLRD(decays=(0.8,), seeds=(0, 1), train_size=160),
-        reinit=Reinit(layers=(0, 2), seeds=(0, 1), epochs=1, lr=1e-4, train_size=160),
-        swa=SWA(train_size=320, seeds=(0, 1), epochs=2),
-        early_stopping=EarlyStopping(train_size=320, seeds=(0, 1), epochs=2, evals_per_epoch=2, patience=2),
+            lr_grid=(("SGD", (0.1,)), ("RMSprop", (1e-4,)), ("Adagrad", (1e-3,)), ("Adam", (1e-4,)),
+                     ("AdamW", (1e-4,)), ("LARS", (1.0,)), ("LAMB", (3e-3,))),
+            sweep_train_size=64, sweep_seeds=(0,), train_size=64, seeds=(0,), epochs=1, evals_per_epoch=1,
+            few_sample_size=64, few_sample_epochs=1, few_sample_lrs=(1e-4,), few_sample_sweep_seeds=(0, 1),
+            few_sample_seeds=(0, 1)),
+        schedules=Schedules(train_size=96, seeds=(0, 1), epochs=1, evals_per_epoch=2, plateau_runs=1,
+                            sweep_lrs=(1e-4, 3e-4), lr_finder_steps=20),
+        llrd=LLRD(decays=(0.8,), selection_seeds=(100,), seeds=(0, 1), control_seeds=(0, 1), train_size=160, epochs=1,
+                  grouped=True),
+        reinit=Reinit(layers=(0, 2), seeds=(0, 1, 2, 3), epochs=2, lr=1e-4, train_size=160, curve_val_size=128),
+        swa=SWA(train_size=192, seeds=(0, 1), epochs=2, demo_train_size=160),
+        # patience 1 in ci: its 8 evaluations on 128 sentences must stop before the end (notebook 10 asserts it)
+        early_stopping=EarlyStopping(train_size=256, seeds=(0, 1), epochs=4, evals_per_epoch=2, patience=1),
         recipe=Recipe(train_size=64, seeds=(0, 1), reinit_layers=2, patience=2, epochs=1, llrd_decay=0.8),
     ),
     "cpu": Profile(
@@ -239,45 +314,84 @@ PROFILES: dict[str, Profile] = {
         batch_size=16, eval_batch_size=128, epochs=2, evals_per_epoch=4, lr=1e-4,
         warmup_ratio=0.1, weight_decay=0.01, seeds=(0, 1, 2), amp=None,
         min_test_accuracy=0.82,
-        accumulation=Accumulation(effective_batches=(16, 64), lr_grid=(1e-4,), seeds=(0, 1, 2), train_size=1000, epochs=1),
-        freezing=Freezing(seeds=(0, 1, 2), epochs=1, train_size=3000, frozen_layers=(0, 3, 6), head_lr=3e-3),
-        mixed_precision=MixedPrecision(trace_steps=40, timing_steps=6, train_size=1000, seeds=(0, 1, 2)),
+        # 1,700 examples, 1 epoch: 107 steps at batch 16, 27 at batch 64 (k = 4, the last window short); the
+        # larger batch's grid is the smaller's times k (linear scaling; it holds the square-root rule's lr too).
+        # 14 runs of ~33 s in the notebook (6 seeds at 2,000 examples ran 10.1 min).
+        accumulation=Accumulation(lr_grids=((16, (5e-5, 1e-4, 2e-4)), (64, (2e-4, 4e-4, 8e-4))),
+                                  seeds=(0, 1, 2, 3, 4), train_size=1700, epochs=1, sweep_steps=3),
+        # 140 steps a run (2,240 examples, 1 epoch): at 100 steps two of five full fine-tuning seeds were still
+        # ~0.06 below the others, which made the paired interval +-0.04. Gradual unfreezing (not the main
+        # comparison) runs 3 seeds to stay within the 10 minutes.
+        freezing=Freezing(seeds=(0, 1, 2, 3, 4), epochs=1, train_size=2240, frozen_layers=(3,),
+                          gradual_seeds=(0, 1, 2), probe_lrs=(1e-4, 1e-3, 3e-3, 1e-2),
+                          probe_epochs=(5,), grad_norm_steps=40, timing_steps=3),
+        mixed_precision=MixedPrecision(trace_steps=40, timing_steps=4, train_size=1600, epochs=1,
+                                       seeds=(0, 1, 2, 3, 4), replay_steps=8),
         # 60 steps a run (960 examples, 1 epoch): with 20-40 steps (320-640 examples) every optimizer but
         # LAMB stayed at the majority class, which compares nothing.
+        # One regime for both experiments, so the comparison reuses the main runs of AdamW: 960 examples (fewer
+        # than Zhang et al.'s few-thousand-example datasets), 1 epoch = 60 steps, past MiniLM's ~40-step plateau at
+        # the chosen lrs. 12 main runs + 18 comparison runs (~25 s each) fill the 15 minutes; grids from a 40-step pilot.
         optimizers=Optimizers(
-            lr_grid=(("SGD", (0.1, 0.3)), ("RMSprop", (2e-5, 5e-5)), ("Adam", (1e-4, 3e-4)),
-                     ("AdamW", (1e-4, 3e-4)), ("LARS", (0.2, 0.5)), ("LAMB", (1e-3, 3e-3))),
-            sweep_train_size=960, sweep_seeds=(0,), train_size=960, seeds=(0, 1, 2), epochs=1, evals_per_epoch=1,
-            few_sample_size=300, few_sample_epochs=3, few_sample_lrs=(1e-4,), few_sample_seeds=(0, 1, 2)),
-        schedules=Schedules(train_size=960, seeds=(0, 1, 2), epochs=1, evals_per_epoch=4, lr_finder_steps=100),
-        llrd=LLRD(decays=(0.9, 0.75), seeds=(0, 1, 2), train_size=640),
-        reinit=Reinit(layers=(0, 1, 2, 3), seeds=(0, 1, 2), epochs=2, lr=1e-4, train_size=300),
-        swa=SWA(train_size=2000, seeds=(0, 1, 2), epochs=2),
-        early_stopping=EarlyStopping(train_size=3000, seeds=(0, 1, 2), epochs=2, evals_per_epoch=4, patience=2),
-        recipe=Recipe(train_size=640, seeds=(0, 1, 2), reinit_layers=2, patience=3, epochs=2, llrd_decay=0.75),
+            lr_grid=(("SGD", (0.1, 0.3)), ("RMSprop", (5e-5, 1e-4)), ("Adagrad", (1e-3, 3e-3)),
+                     ("Adam", (1e-4, 3e-4)), ("AdamW", (1e-4, 3e-4)), ("LARS", (1.0, 3.0)), ("LAMB", (1e-3, 3e-3))),
+            sweep_train_size=960, sweep_seeds=(0,), train_size=960, seeds=(0, 1), epochs=1, evals_per_epoch=1,
+            few_sample_size=960, few_sample_epochs=1, few_sample_lrs=(1e-4, 3e-4), few_sample_sweep_seeds=(0, 1),
+            few_sample_seeds=(0, 1, 2, 3)),
+        # 80 steps a run (1,280 examples): MiniLM leaves the majority-class plateau after 30-60 steps at lr 1e-4
+        # (60-step runs measured little but how fast it leaves it); 15 runs + a 4-run lr sweep fill the 10 minutes.
+        schedules=Schedules(train_size=1280, seeds=(0, 1, 2), epochs=1, evals_per_epoch=4,
+                            sweep_lrs=(3e-5, 1e-4, 3e-4), lr_finder_steps=100),
+        # 07: a run (1,000 examples, 1 epoch = 63 steps, one validation pass) costs ~23 s here: 2 decays x 2
+        # selection seeds + 2 configurations x 6 fresh seeds + 4 control runs = 20 runs, ~8 min with the start.
+        llrd=LLRD(decays=(0.9, 0.75), selection_seeds=(100, 101), seeds=tuple(range(6)), control_seeds=(0, 1, 2, 3),
+                  train_size=1000, epochs=1),
+        # 08: 320 examples x 3 epochs = 60 steps (the training loss leaves the majority-class plateau after ~20-25
+        # and validation is flat from ~40), 3 passes over 128 validation sentences, the full test: ~24 s a run
+        # (measured at ~75 training examples/s), 2 x 10 runs ~8.5 min with the notebook's start.
+        reinit=Reinit(layers=(0, 2), seeds=tuple(range(10)), epochs=3, lr=1e-4, train_size=320, curve_val_size=128),
+        swa=SWA(train_size=800, seeds=(0, 1, 2, 3), epochs=2, demo_train_size=480),
+        early_stopping=EarlyStopping(train_size=400, seeds=(0, 1, 2, 3), epochs=4, evals_per_epoch=2, patience=2),
+        # 6 rows x 3 seeds of 63 steps (1,000 sentences, 1 epoch; measured ~30 s a run, ~48 s for the row that
+        # validates 4x) + the control (2 rows x 3 seeds x 126 steps, ~37 s a run): ~13 min, inside the 15-min budget.
+        recipe=Recipe(train_size=1000, seeds=(0, 1, 2), reinit_layers=2, patience=3, epochs=1, llrd_decay=0.75,
+                      control_epochs=2),
     ),
     "gpu": Profile(
         name="gpu", model_id="roberta-base", max_length=128, train_size=8000,
         batch_size=32, eval_batch_size=128, epochs=2, evals_per_epoch=4, lr=2e-5,
         warmup_ratio=0.1, weight_decay=0.01, seeds=(0, 1, 2, 3, 4), amp="auto",
         min_test_accuracy=0.88,
-        accumulation=Accumulation(effective_batches=(32, 128), lr_grid=(2e-5,), seeds=(0, 1, 2, 3, 4), train_size=4000, epochs=1),
-        freezing=Freezing(seeds=(0, 1, 2, 3, 4), epochs=2, train_size=8000, frozen_layers=(0, 6, 12), head_lr=1e-3),
-        mixed_precision=MixedPrecision(trace_steps=60, timing_steps=20, train_size=8000, seeds=(0, 1, 2, 3, 4)),
+        accumulation=Accumulation(lr_grids=((32, (1e-5, 2e-5, 4e-5)), (128, (4e-5, 8e-5, 1.6e-4))),
+                                  seeds=(0, 1, 2, 3, 4), train_size=4000, epochs=1, sweep_steps=8),
+        freezing=Freezing(seeds=(0, 1, 2, 3, 4), epochs=2, train_size=8000, frozen_layers=(4, 8),
+                          gradual_seeds=(0, 1, 2, 3, 4), probe_lrs=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
+                          probe_epochs=(10,), grad_norm_steps=100, timing_steps=5),
+        mixed_precision=MixedPrecision(trace_steps=60, timing_steps=20, train_size=8000, epochs=2,
+                                       seeds=(0, 1, 2, 3, 4), replay_steps=8),
         optimizers=Optimizers(
-            lr_grid=(("SGD", (0.003, 0.01, 0.03, 0.1)), ("RMSprop", (3e-6, 1e-5, 3e-5)),
-                     ("Adam", (1e-5, 2e-5, 5e-5)), ("AdamW", (1e-5, 2e-5, 5e-5)), ("LARS", (0.02, 0.1, 0.5)),
+            lr_grid=(("SGD", (0.01, 0.03, 0.1)), ("RMSprop", (3e-6, 1e-5, 3e-5)), ("Adagrad", (1e-4, 3e-4, 1e-3)),
+                     ("Adam", (1e-5, 2e-5, 5e-5)), ("AdamW", (1e-5, 2e-5, 5e-5)), ("LARS", (0.3, 1.0, 3.0)),
                      ("LAMB", (3e-4, 1e-3, 3e-3))),
-            sweep_train_size=2000, sweep_seeds=(0,), train_size=4000, seeds=(0, 1, 2, 3, 4), epochs=2,
-            evals_per_epoch=2, few_sample_size=500, few_sample_epochs=5, few_sample_lrs=(2e-5,),
-            few_sample_seeds=(0, 1, 2, 3, 4)),
-        schedules=Schedules(train_size=4000, seeds=(0, 1, 2, 3, 4), epochs=2, evals_per_epoch=4, lr_finder_steps=200),
-        llrd=LLRD(decays=(0.95, 0.9, 0.8), seeds=(0, 1, 2, 3, 4), train_size=8000, article_lrs=True),
-        reinit=Reinit(layers=(0, 1, 2, 3, 5), seeds=(0, 1, 2, 3, 4), epochs=10, lr=2e-5, train_size=500),
-        swa=SWA(train_size=8000, seeds=(0, 1, 2, 3, 4), epochs=2),
-        early_stopping=EarlyStopping(train_size=8000, seeds=(0, 1, 2, 3, 4), epochs=2, evals_per_epoch=4, patience=2),
+            sweep_train_size=1000, sweep_seeds=(0,), train_size=1000, seeds=(0, 1, 2), epochs=3,
+            evals_per_epoch=1, few_sample_size=1000, few_sample_epochs=3, few_sample_lrs=(1e-5, 2e-5, 5e-5),
+            few_sample_sweep_seeds=(0, 1), few_sample_seeds=(0, 1, 2, 3, 4, 5, 6, 7, 8, 9)),
+        schedules=Schedules(train_size=4000, seeds=(0, 1, 2, 3, 4), epochs=2, evals_per_epoch=4,
+                            compared=("constant", "cosine", "cosine_with_restarts", "step", "exponential"),
+                            plateau_runs=1, sweep_lrs=(1e-5, 2e-5, 5e-5), lr_finder_steps=200),
+        # 07 on a T4 (roberta-base, seq 128, batch 32, fp16: roughly 8-10 steps/s): 1,000 examples x 3 epochs = 96
+        # steps ~11 s, + 3 validation passes, the test pass and the model load ~22 s a run; 3 decays x 2 selection
+        # seeds + 4 configurations x 10 seeds + 5 control runs = 51 runs, ~19 min.
+        llrd=LLRD(decays=(0.95, 0.9, 0.8), selection_seeds=(100, 101), seeds=tuple(range(10)),
+                  control_seeds=tuple(range(5)), train_size=1000, epochs=3, grouped=True, article_lrs=True),
+        # 08 on a T4 (roberta-base, seq 128, batch 32, fp16: roughly 8-10 steps/s): 500 examples x 6 epochs = 96
+        # steps ~11 s, + 6 validation passes, the test pass and the model load ~25 s a run; 4 x 10 runs ~17 min,
+        # which fits a 20-minute workshop slot. 5 layers: the article's (and notebook 11's) choice.
+        reinit=Reinit(layers=(0, 1, 3, 5), seeds=tuple(range(10)), epochs=6, lr=2e-5, train_size=500, curve_val_size=None),
+        swa=SWA(train_size=8000, seeds=(0, 1, 2, 3, 4), epochs=2, demo_train_size=640),
+        early_stopping=EarlyStopping(train_size=1000, seeds=(0, 1, 2, 3, 4), epochs=5, evals_per_epoch=2, patience=2),
         recipe=Recipe(train_size=8000, seeds=(0, 1, 2, 3, 4), reinit_layers=5, patience=3, grouped_llrd=True,
-                      epochs=2, llrd_decay=0.9),
+                      epochs=2, llrd_decay=0.9, control_epochs=4),
     ),
 }
 PROFILE_NAMES = tuple(PROFILES)

@@ -174,6 +174,16 @@ def test_claims_table_from_a_comparison_and_from_text(tmp_path, monkeypatch):
     assert len(claims_table([])) == 0
 
 
+def test_a_claim_says_why_an_interval_that_excludes_0_is_no_verdict():
+    holm = {"mean_diff": -0.031, "low": -0.038, "high": -0.024, "half_width": 0.007, "n": 2, "p_holm": 0.09,
+            "verdict": "no detectable difference", "note": ""}
+    assert claim("x", "y", holm, resolution=0.02)["verdict"].startswith(
+        "no detectable difference after Holm's correction (p_holm 0.090)")
+    boot = dict(holm, p_holm=0.01, note="t-test says worse but the bootstrap interval (seeds and examples) includes 0")
+    assert "bootstrap interval" in claim("x", "y", boot)["verdict"]
+    assert claim("x", "y", dict(holm, verdict="worse"))["verdict"] == "worse"
+
+
 def test_compare_uses_the_per_example_columns_of_run_seeds(tiny_setup):
     from ftcourse.stats import compare
 
