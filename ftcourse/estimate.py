@@ -11,6 +11,7 @@ prints predicted minutes per notebook and for the whole course.
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 
@@ -94,6 +95,11 @@ def main(profile_name: str | None = None) -> int:
     print(f"measured in {time.perf_counter() - start:.0f} s on {throughput.device} ({throughput.precision}): "
           f"training {throughput.train_per_s:.0f} examples/s, evaluation {throughput.eval_per_s:.0f} sentences/s, "
           f"{throughput.overhead_s:.0f} s per run to load")
+    from .plan import PLANS
+
+    if not PLANS:
+        print("no notebook declares its plan in ftcourse/plan.py yet: nothing to predict", file=sys.stderr)
+        return 1
     frame = table(profile, throughput)
     print(frame.to_string(float_format=lambda v: f"{v:.1f}"))
     return 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 # The reference machine: the 2-core development machine of the cpu profile (Intel Xeon, AVX-512),
 # quiet, MiniLM, batch 16, length-grouped: training examples/s and evaluation sentences/s.
@@ -36,6 +37,7 @@ class Runs:
     epochs: int
     evals_per_epoch: int
     extra_val_pass: bool = False
+    val_examples: int | None = None  # validation sentences a pass, when not the profile's (08's learning curves)
 
     def key(self) -> tuple:
         return (self.train_examples, self.epochs, self.evals_per_epoch)
@@ -64,6 +66,7 @@ def run_seconds(runs: Runs, val_examples: int, test_examples: int, train_per_s: 
                 overhead_s: float) -> float:
     """Seconds for one run of ``runs`` at the given throughputs."""
     passes = runs.epochs * runs.evals_per_epoch + (1 if runs.extra_val_pass else 0)
+    val_examples = runs.val_examples or val_examples
     return (runs.train_examples * runs.epochs / train_per_s + (passes * val_examples + test_examples) / eval_per_s
             + overhead_s)
 
@@ -91,7 +94,181 @@ def announce(runs: Runs, profile, train_per_s: float = REFERENCE_TRAIN_PER_S, ev
     return text
 
 
-PLANS: dict = {}  # notebook number ("07") -> function(profile) -> Plan
+# ---------------------------------------------------------------------------------------------
+# The plans, one function a notebook: its fine_tune calls, counted from the profile as the notebook's code
+# makes them. Keys are what fine_tune logs: len(train split) (= the train_size passed), the epochs and the
+# evals_per_epoch passed (the profile's when a notebook passes none: only 01). extra_s: elapsed minus the
+# runs' minutes of the notebook's cpu footer where one exists, else a guess; the same figure in every profile.
+# ---------------------------------------------------------------------------------------------
+
+
+def _runs(*runs: Runs) -> tuple[Runs, ...]:
+    """The groups that run at all (a profile can switch a group off: no plateau runs, no control)."""
+    return tuple(r for r in runs if r.count > 0)
+
+
+def fast_low_precision() -> bool:
+    """Whether 04 is expected to run its fp32-vs-low-precision comparison here. The notebook decides on a
+    measurement (low precision at >= ``mixed_precision.min_speed_ratio`` of fp32's speed); a plan is made
+    before it, so this stands in for it: a CUDA GPU, or a CPU with native bf16 (AVX512-BF16, AMX: the
+    reference machine measured above the ratio). A CPU without them emulates bf16 at ~0.06x fp32 (measured on
+    an AVX2 machine), and 04 then trains one fp32 model only; MPS and machines without /proc/cpuinfo are
+    planned that way too (unmeasured). Where the guess and the measurement disagree, the footer's check fails."""
+    import torch
+
+    if torch.cuda.is_available():
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _baseline(p) -> Plan:
+    # no sizes passed: the profile's train_size, epochs and evals_per_epoch. Other work: data statistics, one model
+    # load, the no-mask test pass of every seed's model: a guess (no footer yet).
+    return Plan("01_baseline", _runs(Runs("baseline", p.n_seeds, p.train_size, p.epochs, p.evals_per_epoch)), extra_s=40)
+
+
+def _accumulation(p) -> Plan:
+    a = p.accumulation
+    size = (a.train_size, a.epochs, a.evals_per_epoch)
+    # every lr of every grid on sweep_seed; then each effective batch at its chosen lr on the other seeds
+    # (the sweep_seed run is reused)
+    other_seeds = [s for s in a.seeds if s != a.sweep_seed]
+    # other work: the float64 proof, Trainer's 3 one-step runs, the micro-batch sweep, the batch-size finder: a guess
+    return Plan("02_gradient_accumulation", _runs(
+        Runs("lr sweep", sum(len(lrs) for _, lrs in a.lr_grids), *size),
+        Runs("more seeds at the chosen lrs", len(a.lr_grids) * len(other_seeds), *size)), extra_s=60)
+
+
+def _freezing(p) -> Plan:
+    f = p.freezing
+    size = (f.train_size, f.epochs, 1)
+    configurations = len({0, *f.frozen_layers})  # full fine-tuning and each frozen depth (a dict by label)
+    # the linear probes train on cached features, not through fine_tune. Other work: 538 s - 7.2 min of a cpu
+    # footer of the profile before (1,600 examples); the features now cover 2,240 training sentences (~2 s more)
+    return Plan("03_freezing", _runs(
+        Runs("full fine-tuning and frozen blocks", configurations * len(f.seeds), *size),
+        Runs("gradual unfreezing", len(f.gradual_seeds), *size, extra_val_pass=True)), extra_s=108)
+
+
+def _mixed_precision(p, fast: bool | None = None) -> Plan:
+    """``fast``: whether low precision trains at speed here (None: :func:`fast_low_precision` guesses)."""
+    m = p.mixed_precision
+    size = (m.train_size, m.epochs, 1)
+    fast = fast_low_precision() if fast is None else fast
+    # both precisions over the seeds where low precision is fast enough, else one fp32 run (section 8's model).
+    # Other work: 378 s - 5.7 min of the cpu footer (reference machine, native bf16); emulated bf16 adds ~150 s
+    # (the timed bf16 steps and the bf16 test pass at ~16x fp32's cost)
+    if fast:
+        return Plan("04_mixed_precision", _runs(Runs("fp32 and low precision", 2 * len(m.seeds), *size)), extra_s=36)
+    return Plan("04_mixed_precision", _runs(Runs("fp32 only (low precision too slow here)", min(1, len(m.seeds)), *size)),
+                extra_s=36 + 150, note="low precision expected too slow to train here (fast_low_precision)")
+
+
+def _optimizers(p) -> Plan:
+    o = p.optimizers
+    few, sweep, main = (o.few_sample_size, o.few_sample_epochs), (o.sweep_train_size, o.epochs), (o.train_size, o.epochs)
+    grid = dict(o.lr_grid)
+    # The notebook runs each (optimizer, lr, seed, examples, epochs) once and reuses it wherever it recurs. Which lr
+    # a choice lands on does not change the count as long as section 5 chooses AdamW's lr as section 4 did (the
+    # same runs choose it when the sizes match, AdamW's grid is few_sample_lrs and sweep_seeds lie within
+    # few_sample_sweep_seeds: every profile), so any lr of a grid stands in for the chosen one here.
+    few_lr = o.few_sample_lrs[0]
+    chosen = {name: few_lr if name == "AdamW" and few_lr in lrs else lrs[0] for name, lrs in grid.items()}
+    stages = {
+        "BERTAdam vs AdamW, lr sweep and seeds": (
+            [(name, lr, seed, *few) for name in ("AdamW", "BERTAdam") for lr in o.few_sample_lrs
+             for seed in o.few_sample_sweep_seeds]
+            + [(name, few_lr, seed, *few) for name in ("AdamW", "BERTAdam") for seed in o.few_sample_seeds]),
+        "seven optimizers, lr sweep": [(name, lr, seed, *sweep) for name, lrs in grid.items() for lr in lrs
+                                       for seed in o.sweep_seeds],
+        "seven optimizers at their chosen lrs": [(name, chosen[name], seed, *main) for name in grid for seed in o.seeds],
+    }
+    made, runs = set(), []
+    for label, keys in stages.items():
+        new = set(keys) - made
+        made |= new
+        for (examples, epochs), count in Counter(key[3:] for key in new).items():
+            runs.append(Runs(label, count, examples, epochs, o.evals_per_epoch))
+    # other work: 803 s - 13.2 min of the cpu footer
+    return Plan("05_optimizers_from_scratch", _runs(*runs), extra_s=11)
+
+
+def _schedules(p) -> Plan:
+    s = p.schedules
+    names = ["linear", *s.compared]  # linear warmup-decay is the baseline
+    constant = names.count("constant")  # constant lr validates evals_per_epoch times (ReduceLROnPlateau's replay)
+    extra_lrs = [lr for lr in s.sweep_lrs if not math.isclose(lr, p.lr)]  # the profile's lr is reused from the runs
+    once, often = (s.train_size, s.epochs, 1), (s.train_size, s.epochs, s.evals_per_epoch)
+    # the LR range test is not a fine_tune run. Other work: 602 s - 9.6 min of the cpu footer
+    return Plan("06_lr_schedules", _runs(
+        Runs("schedules", (len(names) - constant) * len(s.seeds), *once),
+        Runs("constant lr", constant * len(s.seeds), *often),
+        Runs("lr sweep of linear and constant", 2 * len(extra_lrs), *once),
+        Runs("ReduceLROnPlateau", len(s.seeds[:s.plateau_runs]), *often, extra_val_pass=True)), extra_s=26)
+
+
+def _llrd(p) -> Plan:
+    l = p.llrd
+    size = (l.train_size, l.epochs, 1)
+    configurations = 2 + l.grouped + l.article_lrs  # plain and LLRD at the chosen decay, then the optional ones
+    # other work (model loads, lr tables): 527 s - 8.7 min of the cpu footer
+    return Plan("07_llrd", _runs(
+        Runs("decay selection", len(l.decays) * len(l.selection_seeds), *size),
+        Runs("comparison", configurations * len(l.seeds), *size),
+        Runs("same-mean-rate control", len(l.control_seeds), *size)), extra_s=5)
+
+
+def _reinit(p) -> Plan:
+    r = p.reinit
+    # the runs validate on curve_val_size sentences (a profile.replace(val_size=...)); other work: model loads, the
+    # noise split and head initialisers: a guess (no footer yet)
+    return Plan("08_reinit", _runs(Runs("re-initialised top layers", len(r.layers) * len(r.seeds), r.train_size, r.epochs, 1,
+                                        val_examples=r.curve_val_size)), extra_s=15)
+
+
+def _swa(p) -> Plan:
+    w = p.swa
+    # per seed: the normal schedule (a callback averages its tail) and SWA. Other work (the plain-PyTorch demo
+    # runs, scoring the averages): 444 s - 5.7 min of the cpu footer
+    return Plan("09_swa", _runs(Runs("normal schedule and SWA", 2 * len(w.seeds), w.train_size, w.epochs, w.evals_per_epoch,
+                                     extra_val_pass=True)), extra_s=102)
+
+
+def _early_stopping(p) -> Plan:
+    e = p.early_stopping
+    size = (e.train_size, e.epochs, e.evals_per_epoch)
+    # one full run a seed (the rules are replayed on it), then one real early-stopped run of the first seed that
+    # stops (it logs the planned epochs; it trains fewer steps). Other work (testing each rule's checkpoint):
+    # 375 s - 5.4 min of the cpu footer
+    return Plan("10_early_stopping", _runs(
+        Runs("watched runs", len(e.seeds), *size, extra_val_pass=True),
+        Runs("real early stopping", min(1, len(e.seeds)), *size, extra_val_pass=True)), extra_s=51)
+
+
+def _recipe(p) -> Plan:
+    r = p.recipe
+    seeds = len(r.seeds)
+    once, often = (r.train_size, r.epochs, 1), (r.train_size, r.epochs, p.evals_per_epoch)
+    # cumulative rows: baseline, + LLRD, + warmup, + re-init validate once an epoch (no callbacks), + SWA too (its
+    # callbacks add a validation pass); + frequent eval (the full recipe) and its grouped-LLRD variant evaluate
+    # evals_per_epoch times.
+    # Other work: 781 s - 12.7 min of the cpu footer
+    return Plan("11_putting_it_together", _runs(
+        Runs("baseline, + LLRD, + warmup, + re-init", 4 * seeds, *once),
+        Runs("+ SWA", seeds, *once, extra_val_pass=True),
+        Runs("full recipe" + (" and grouped LLRD" if r.grouped_llrd else ""), (1 + r.grouped_llrd) * seeds, *often,
+             extra_val_pass=True),
+        Runs("run-length control (+ LLRD, + warmup)", 2 * seeds, r.train_size, r.control_epochs, 1)), extra_s=19)
+
+
+PLANS: dict = {  # notebook number ("07") -> function(profile) -> Plan
+    "01": _baseline, "02": _accumulation, "03": _freezing, "04": _mixed_precision, "05": _optimizers,
+    "06": _schedules, "07": _llrd, "08": _reinit, "09": _swa, "10": _early_stopping, "11": _recipe,
+}
 
 
 def plan(notebook: str, profile) -> Plan | None:
