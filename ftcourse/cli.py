@@ -288,6 +288,11 @@ def main(argv=None) -> int:
     est = sub.add_parser("estimate", help="measure this device for about a minute, then predict each notebook's minutes")
     est.add_argument("--profile", default=None, choices=PROFILE_NAMES,
                      help="default: FTCOURSE_PROFILE, else gpu with CUDA, else cpu")
+    est.add_argument("--save", metavar="FILE", help="also write the throughput and predictions to FILE (JSON)")
+    est.add_argument("--compare", metavar="FILE", help="measure nothing: compare the predictions --save wrote ...")
+    est.add_argument("--measured", metavar="SOURCE",
+                     help="... with measured times: a folder of executed notebooks (their footers) or the JSON of "
+                          "notebook times conftest.py writes under nbval (FTCOURSE_NOTEBOOK_TIMES)")
     get = sub.add_parser("get-data", help="download SST-2 from the hub into DIR/sst2/*.jsonl for offline use")
     get.add_argument("directory", help="the folder to set FTCOURSE_DATA_DIR to afterwards")
     run = sub.add_parser("run", help="execute the notebooks headless and write results/summary.md")
@@ -305,7 +310,7 @@ def main(argv=None) -> int:
     if args.command == "estimate":
         from .estimate import main as estimate
 
-        return estimate(args.profile)
+        return estimate(args.profile, args.save, args.compare, args.measured)
     try:
         return _run(args)
     except SystemExit as exc:

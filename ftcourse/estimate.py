@@ -84,10 +84,96 @@ def table(profile, throughput: Throughput):
     return frame
 
 
-def main(profile_name: str | None = None) -> int:
+def save(path, profile, throughput: Throughput, frame) -> None:
+    """Write the measured throughput and the predicted seconds per notebook to ``path`` (JSON), for ``compare``."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from .notebook import machine_description
+
+    predicted = {name: round(float(minutes) * 60, 1) for name, minutes in frame["predicted min"].items()
+                 if name != "all notebooks"}
+    Path(path).write_text(json.dumps({"profile": profile.name, "machine": machine_description(),
+                                      "measured_at": time.strftime("%Y-%m-%d %H:%M"),
+                                      "throughput": dataclasses.asdict(throughput), "predicted_s": predicted,
+                                      "runs": {name: int(r) for name, r in frame["runs"].items() if name != "all notebooks"}},
+                                     indent=1) + "\n")
+
+
+def measured_seconds(source, profile_name: str | None = None) -> dict[str, float]:
+    """Measured seconds per notebook (by stem, "07_llrd") from ``source``: a folder of executed notebooks (their
+    timing footers; those executed in another profile than ``profile_name`` are left out) or the JSON of notebook
+    run times that ``conftest.py`` writes under nbval (``FTCOURSE_NOTEBOOK_TIMES``)."""
+    import json
+    from pathlib import Path
+
+    from .notebook import read_footer
+
+    source = Path(source)
+    if source.is_dir():
+        found = {}
+        for path in sorted(source.glob("[0-9][0-9]_*.ipynb")):
+            footer = read_footer(path)
+            if footer and (profile_name is None or footer["profile"] == profile_name):
+                found[path.stem] = float(footer["seconds"])
+        return found
+    if source.suffix == ".json" and source.is_file():
+        return {Path(name).stem: float(seconds) for name, seconds in json.loads(source.read_text()).items()}
+    raise ValueError(f"--measured must be a folder of executed notebooks or a .json of notebook times, got {str(source)!r}")
+
+
+def compare(saved_path, measured_source):
+    """Predicted (``save``'s JSON) against measured minutes: a DataFrame with the error of each notebook."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    saved_path = Path(saved_path)
+    if not saved_path.is_file():
+        raise ValueError(f"--compare must be the JSON that `estimate --save` wrote, got {str(saved_path)!r} (no such file)")
+    saved = json.loads(saved_path.read_text())
+    measured = measured_seconds(measured_source, saved["profile"])
+    rows = [{"notebook": name, "runs": saved["runs"][name], "predicted (min)": predicted / 60,
+             "measured (min)": measured[name] / 60, "error": predicted / measured[name] - 1}
+            for name, predicted in saved["predicted_s"].items() if name in measured]
+    if not rows:
+        raise ValueError(f"{measured_source}: no measured time of any notebook of profile {saved['profile']!r}")
+    return saved, pd.DataFrame(rows).set_index("notebook")
+
+
+def markdown(frame) -> str:
+    """The comparison as the markdown table README shows, with a total row."""
+    lines = ["| notebook | runs | predicted (min) | measured (min) | error |", "|---|---|---|---|---|"]
+    for name, r in frame.iterrows():
+        lines.append(f"| {name} | {r['runs']} | {r['predicted (min)']:.1f} | {r['measured (min)']:.1f} | {r['error']:+.0%} |")
+    predicted, measured = frame["predicted (min)"].sum(), frame["measured (min)"].sum()
+    lines.append(f"| all | {frame['runs'].sum()} | {predicted:.1f} | {measured:.1f} | {predicted / measured - 1:+.0%} |")
+    return "\n".join(lines)
+
+
+def main(profile_name: str | None = None, save_path=None, compare_path=None, measured=None) -> int:
     from .notebook import machine_description
     from .profiles import get_profile
 
+    if compare_path is not None or measured is not None:
+        if compare_path is None or measured is None:
+            print("--compare FILE and --measured SOURCE go together", file=sys.stderr)
+            return 2
+        try:
+            saved, frame = compare(compare_path, measured)
+        except ValueError as error:
+            print(error, file=sys.stderr)
+            return 2
+        t = saved["throughput"]
+        print(f"profile {saved['profile']}; estimate of {saved['measured_at']} on {saved['machine']}: training "
+              f"{t['train_per_s']:.0f} examples/s, evaluation {t['eval_per_s']:.0f} sentences/s, {t['overhead_s']:.0f} s a run")
+        print(markdown(frame))
+        within = int((frame["error"].abs() <= 0.30).sum())
+        print(f"errors from {frame['error'].min():+.0%} to {frame['error'].max():+.0%}; {within} of {len(frame)} "
+              "notebooks within ±30%")
+        return 0
     profile = get_profile(profile_name)
     print(f"profile {profile.name}; {machine_description()}")
     start = time.perf_counter()
@@ -102,4 +188,7 @@ def main(profile_name: str | None = None) -> int:
         return 1
     frame = table(profile, throughput)
     print(frame.to_string(float_format=lambda v: f"{v:.1f}"))
+    if save_path is not None:
+        save(save_path, profile, throughput, frame)
+        print(f"saved to {save_path} (compare with: python -m ftcourse estimate --compare {save_path} --measured SOURCE)")
     return 0

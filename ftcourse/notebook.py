@@ -145,3 +145,22 @@ def notebook_footer(notebook: str | None = None) -> str:
     text = "\n".join(lines)
     print(text)
     return text
+
+
+def read_footer(path) -> dict:
+    """The timing footer of an executed notebook (its last cell's printed output): elapsed ``seconds`` and
+    ``minutes``, ``profile``, fine-tuning ``runs`` and ``machine``; {} if the notebook has no footer output."""
+    import json
+    import re
+    from pathlib import Path
+
+    cells = json.loads(Path(path).read_text(encoding="utf-8"))["cells"]
+    outputs = cells[-1].get("outputs", []) if cells else []
+    text = "".join("".join(o.get("text", "")) for o in outputs if o.get("output_type") == "stream")
+    found = re.search(r"elapsed: ([0-9.]+) min \(([0-9]+) s\) in the (\w+) profile", text)
+    if not found:
+        return {}
+    runs = re.search(r"fine-tuning runs: ([0-9]+)", text)
+    machine = re.search(r"machine: (.*)", text)
+    return {"minutes": found.group(1), "seconds": int(found.group(2)), "profile": found.group(3),
+            "runs": int(runs.group(1)) if runs else 0, "machine": machine.group(1).strip() if machine else "?"}

@@ -26,6 +26,37 @@ REFERENCE_EVAL_PER_S = 300.0
 REFERENCE_RUN_OVERHEAD_S = 4.0  # model load, optimizer, loaders
 NOTEBOOK_STARTUP_S = 15.0
 
+# The gpu profile's sizing device, a Colab T4, unmeasured here (no T4 was available): roberta-base, fp16 autocast,
+# batch 32, length-grouped SST-2 batches (training batches pad to ~14 tokens on average, evaluation batches of 128
+# to ~28: measured with the course's loaders). Published T4 figures are for 128-token sequences:
+# * training: ModernBERT-base, batch 32, max_length 128, fp16: 0.30 s a batch, ~107 sequences/s ("Your T4 Training
+#   Is 4x Slower Than It Should Be", earino.github.io/applied-deep-learning, blog post 05); bert-base-uncased on
+#   SST-2, batch 16, padded to 128, fp32: 20,000 examples x 2 epochs in 14.6 min, ~46/s (KyriakosTop/
+#   bert-distilbert-compression, notebooks/n8_bert_qlora_gpu_t4.ipynb);
+# * inference: BERT-base, sequence 128, batch 8, fp16: 532.56 sequences/s (NVIDIA DeepLearningExamples,
+#   TensorFlow2/LanguageModeling/BERT/README.md, "Fine-tuning inference performance ... on NVIDIA Tesla T4").
+# Scaled to the shorter batches by tokens, those would be ~980 training examples/s and ~2,400 evaluation
+# sentences/s; short sequences are bound by kernel launches and Python, not arithmetic, so the sizing assumes a
+# third of that: 300 and 1,000 (2.8x and 1.9x the 128-token figures), and 6 s a run to load the model.
+# `python -m ftcourse estimate --profile gpu` on the runtime replaces all three with measurements.
+T4_TRAIN_PER_S = 300.0
+T4_EVAL_PER_S = 1000.0
+T4_RUN_OVERHEAD_S = 6.0
+
+# A notebook's time budget in minutes, per profile: the one place the footer table (README), the nbval report
+# (conftest.py) and the estimate read. ci: nbval on 2 cores (all notebooks together: CI_TOTAL_BUDGET_MIN);
+# cpu: the 2-core laptop; gpu: a workshop slot of compute on a Colab T4 (installs and downloads not counted).
+BUDGET_MIN = {"ci": {"*": 2}, "cpu": {"*": 10, "05": 15, "11": 15}, "gpu": {"*": 20}}
+CI_TOTAL_BUDGET_MIN = 20
+
+
+def budget_minutes(notebook: str, profile_name: str) -> float:
+    """The budget of ``notebook`` ("07" or "07_llrd") in the profile named ``profile_name``."""
+    if profile_name not in BUDGET_MIN:
+        raise ValueError(f"profile_name must be one of {sorted(BUDGET_MIN)}, got {profile_name!r}")
+    budgets = BUDGET_MIN[profile_name]
+    return budgets.get(notebook[:2], budgets["*"])
+
 
 @dataclass(frozen=True)
 class Runs:
@@ -49,10 +80,23 @@ class Plan:
     runs: tuple[Runs, ...]
     extra_s: float = 0.0  # other cells, seconds on the reference machine
     note: str = ""
+    labels: tuple[str, ...] = ()  # every group the notebook declares, with those this profile switches off
+
+    def __post_init__(self):
+        # a profile can switch a group off (no plateau runs, no control): it stays a known label, not a run
+        object.__setattr__(self, "labels", tuple(dict.fromkeys((*self.labels, *(r.label for r in self.runs)))))
+        object.__setattr__(self, "runs", tuple(r for r in self.runs if r.count > 0))
 
     @property
     def n_runs(self) -> int:
         return sum(r.count for r in self.runs)
+
+    def group(self, *labels: str) -> tuple[Runs, ...]:
+        """The run groups with these labels (those a profile switches off are absent: an empty tuple)."""
+        unknown = [label for label in labels if label not in self.labels]
+        if unknown:
+            raise KeyError(f"{self.notebook} declares no run group {unknown}; its groups: {list(self.labels)}")
+        return tuple(r for r in self.runs if r.label in labels)
 
     def counts(self) -> Counter:
         """Runs by (train_examples, epochs, evals_per_epoch): what the footer checks."""
@@ -83,13 +127,19 @@ def seconds(plan: Plan, profile, train_per_s: float = REFERENCE_TRAIN_PER_S, eva
     return total + plan.extra_s * REFERENCE_TRAIN_PER_S / train_per_s + NOTEBOOK_STARTUP_S
 
 
-def announce(runs: Runs, profile, train_per_s: float = REFERENCE_TRAIN_PER_S, eval_per_s: float = REFERENCE_EVAL_PER_S) -> str:
-    """The line a long experiment cell prints first: what it runs and about how long it takes on the
-    reference machine."""
+def announce(runs, profile, train_per_s: float = REFERENCE_TRAIN_PER_S, eval_per_s: float = REFERENCE_EVAL_PER_S) -> str:
+    """The line a long experiment cell prints first: what it runs (``runs``: a :class:`Runs` or several, e.g.
+    ``plan("06", profile).group("schedules", "constant lr")``) and about how long that takes on the 2-core
+    reference machine. The figure comes from the plan, so a cell cannot announce other work than it makes
+    (the footer checks the plan against the runs)."""
+    groups = (runs,) if isinstance(runs, Runs) else tuple(runs)
     val_n, test_n = eval_sizes(profile)
-    s = runs.count * run_seconds(runs, val_n, test_n, train_per_s, eval_per_s, REFERENCE_RUN_OVERHEAD_S)
-    text = (f"this cell runs {runs.count} fine-tuning run{'s' * (runs.count != 1)} ({runs.train_examples} examples x "
-            f"{runs.epochs} epoch{'s' * (runs.epochs != 1)}), about {math.ceil(s / 60)} min on the 2-core reference machine")
+    count = sum(r.count for r in groups)
+    s = sum(r.count * run_seconds(r, val_n, test_n, train_per_s, eval_per_s, REFERENCE_RUN_OVERHEAD_S) for r in groups)
+    sizes = ", ".join(dict.fromkeys(f"{r.train_examples} examples x {r.epochs} epoch{'s' * (r.epochs != 1)}" for r in groups))
+    text = (f"this cell runs {count} fine-tuning run{'s' * (count != 1)}" + (f" ({sizes})" if sizes else "")
+            + f", about {max(1, round(s / 60))} min on the 2-core reference machine"
+            + " (`python -m ftcourse estimate` predicts this machine)")
     print(text)
     return text
 
@@ -98,13 +148,21 @@ def announce(runs: Runs, profile, train_per_s: float = REFERENCE_TRAIN_PER_S, ev
 # The plans, one function a notebook: its fine_tune calls, counted from the profile as the notebook's code
 # makes them. Keys are what fine_tune logs: len(train split) (= the train_size passed), the epochs and the
 # evals_per_epoch passed (the profile's when a notebook passes none: only 01). extra_s: elapsed minus the
-# runs' minutes of the notebook's cpu footer where one exists, else a guess; the same figure in every profile.
+# runs' minutes of the notebook's cpu footer where one exists, else a guess; the ci profile has its own (_extra).
 # ---------------------------------------------------------------------------------------------
 
 
+def _extra(p, cpu: float, ci: float) -> float:
+    """A notebook's other work in seconds on the reference machine: ``cpu`` measured in the cpu profile (elapsed minus
+    the runs of its footer), ``ci`` in the ci profile (its nbval time minus the planned runs, CI run of 2026-12-01:
+    a negative remainder, where the per-run overhead of tiny runs is overstated, counts 0). The gpu profile has no
+    measurement: it takes the cpu figure (scaled by the measured training speed, like every extra)."""
+    return ci if p.name == "ci" else cpu
+
+
 def _runs(*runs: Runs) -> tuple[Runs, ...]:
-    """The groups that run at all (a profile can switch a group off: no plateau runs, no control)."""
-    return tuple(r for r in runs if r.count > 0)
+    """The notebook's groups (Plan keeps those with runs and remembers every label)."""
+    return runs
 
 
 def fast_low_precision() -> bool:
@@ -126,9 +184,9 @@ def fast_low_precision() -> bool:
 
 
 def _baseline(p) -> Plan:
-    # no sizes passed: the profile's train_size, epochs and evals_per_epoch. Other work: data statistics, one model
-    # load, the no-mask test pass of every seed's model: a guess (no footer yet).
-    return Plan("01_baseline", _runs(Runs("baseline", p.n_seeds, p.train_size, p.epochs, p.evals_per_epoch)), extra_s=40)
+    # no sizes passed: the profile's train_size, epochs and evals_per_epoch. Other work (data statistics, one model
+    # load, the no-mask test pass of every seed's model): 404 s - 5.7 min of the cpu footer of 2026-12-01
+    return Plan("01_baseline", _runs(Runs("baseline", p.n_seeds, p.train_size, p.epochs, p.evals_per_epoch)), extra_s=_extra(p, 62, ci=10))
 
 
 def _accumulation(p) -> Plan:
@@ -137,21 +195,22 @@ def _accumulation(p) -> Plan:
     # every lr of every grid on sweep_seed; then each effective batch at its chosen lr on the other seeds
     # (the sweep_seed run is reused)
     other_seeds = [s for s in a.seeds if s != a.sweep_seed]
-    # other work: the float64 proof, Trainer's 3 one-step runs, the micro-batch sweep, the batch-size finder: a guess
+    # other work (the float64 proof, Trainer's 3 one-step runs, the micro-batch sweep, the batch-size finder): 490 s -
+    # 7.4 min of the cpu footer of 2026-12-01
     return Plan("02_gradient_accumulation", _runs(
         Runs("lr sweep", sum(len(lrs) for _, lrs in a.lr_grids), *size),
-        Runs("more seeds at the chosen lrs", len(a.lr_grids) * len(other_seeds), *size)), extra_s=60)
+        Runs("more seeds at the chosen lrs", len(a.lr_grids) * len(other_seeds), *size)), extra_s=_extra(p, 46, ci=30))
 
 
 def _freezing(p) -> Plan:
     f = p.freezing
     size = (f.train_size, f.epochs, 1)
     configurations = len({0, *f.frozen_layers})  # full fine-tuning and each frozen depth (a dict by label)
-    # the linear probes train on cached features, not through fine_tune. Other work: 538 s - 7.2 min of a cpu
-    # footer of the profile before (1,600 examples); the features now cover 2,240 training sentences (~2 s more)
+    # the linear probes train on cached features, not through fine_tune. Other work (probes, gradient norms,
+    # timing): 547 s - 7.9 min of the cpu footer of 2026-12-01
     return Plan("03_freezing", _runs(
         Runs("full fine-tuning and frozen blocks", configurations * len(f.seeds), *size),
-        Runs("gradual unfreezing", len(f.gradual_seeds), *size, extra_val_pass=True)), extra_s=108)
+        Runs("gradual unfreezing", len(f.gradual_seeds), *size, extra_val_pass=True)), extra_s=_extra(p, 73, ci=20))
 
 
 def _mixed_precision(p, fast: bool | None = None) -> Plan:
@@ -163,9 +222,10 @@ def _mixed_precision(p, fast: bool | None = None) -> Plan:
     # Other work: 378 s - 5.7 min of the cpu footer (reference machine, native bf16); emulated bf16 adds ~150 s
     # (the timed bf16 steps and the bf16 test pass at ~16x fp32's cost)
     if fast:
-        return Plan("04_mixed_precision", _runs(Runs("fp32 and low precision", 2 * len(m.seeds), *size)), extra_s=36)
+        return Plan("04_mixed_precision", _runs(Runs("fp32 and low precision", 2 * len(m.seeds), *size)),
+                    extra_s=_extra(p, 36, ci=20))
     return Plan("04_mixed_precision", _runs(Runs("fp32 only (low precision too slow here)", min(1, len(m.seeds)), *size)),
-                extra_s=36 + 150, note="low precision expected too slow to train here (fast_low_precision)")
+                extra_s=_extra(p, 36 + 150, ci=20 + 40), note="low precision expected too slow to train here (fast_low_precision)")
 
 
 def _optimizers(p) -> Plan:
@@ -194,7 +254,7 @@ def _optimizers(p) -> Plan:
         for (examples, epochs), count in Counter(key[3:] for key in new).items():
             runs.append(Runs(label, count, examples, epochs, o.evals_per_epoch))
     # other work: 803 s - 13.2 min of the cpu footer
-    return Plan("05_optimizers_from_scratch", _runs(*runs), extra_s=11)
+    return Plan("05_optimizers_from_scratch", _runs(*runs), extra_s=_extra(p, 11, ci=0))
 
 
 def _schedules(p) -> Plan:
@@ -208,7 +268,7 @@ def _schedules(p) -> Plan:
         Runs("schedules", (len(names) - constant) * len(s.seeds), *once),
         Runs("constant lr", constant * len(s.seeds), *often),
         Runs("lr sweep of linear and constant", 2 * len(extra_lrs), *once),
-        Runs("ReduceLROnPlateau", len(s.seeds[:s.plateau_runs]), *often, extra_val_pass=True)), extra_s=26)
+        Runs("ReduceLROnPlateau", len(s.seeds[:s.plateau_runs]), *often, extra_val_pass=True)), extra_s=_extra(p, 26, ci=0))
 
 
 def _llrd(p) -> Plan:
@@ -219,15 +279,15 @@ def _llrd(p) -> Plan:
     return Plan("07_llrd", _runs(
         Runs("decay selection", len(l.decays) * len(l.selection_seeds), *size),
         Runs("comparison", configurations * len(l.seeds), *size),
-        Runs("same-mean-rate control", len(l.control_seeds), *size)), extra_s=5)
+        Runs("same-mean-rate control", len(l.control_seeds), *size)), extra_s=_extra(p, 5, ci=0))
 
 
 def _reinit(p) -> Plan:
     r = p.reinit
-    # the runs validate on curve_val_size sentences (a profile.replace(val_size=...)); other work: model loads, the
-    # noise split and head initialisers: a guess (no footer yet)
+    # the runs validate on curve_val_size sentences (a profile.replace(val_size=...)); other work (model loads, the
+    # noise split and head initialisers): 573 s - 9.4 min of the cpu footer of 2026-12-01
     return Plan("08_reinit", _runs(Runs("re-initialised top layers", len(r.layers) * len(r.seeds), r.train_size, r.epochs, 1,
-                                        val_examples=r.curve_val_size)), extra_s=15)
+                                        val_examples=r.curve_val_size)), extra_s=_extra(p, 9, ci=5))
 
 
 def _swa(p) -> Plan:
@@ -235,7 +295,7 @@ def _swa(p) -> Plan:
     # per seed: the normal schedule (a callback averages its tail) and SWA. Other work (the plain-PyTorch demo
     # runs, scoring the averages): 444 s - 5.7 min of the cpu footer
     return Plan("09_swa", _runs(Runs("normal schedule and SWA", 2 * len(w.seeds), w.train_size, w.epochs, w.evals_per_epoch,
-                                     extra_val_pass=True)), extra_s=102)
+                                     extra_val_pass=True)), extra_s=_extra(p, 102, ci=30))
 
 
 def _early_stopping(p) -> Plan:
@@ -246,7 +306,7 @@ def _early_stopping(p) -> Plan:
     # 375 s - 5.4 min of the cpu footer
     return Plan("10_early_stopping", _runs(
         Runs("watched runs", len(e.seeds), *size, extra_val_pass=True),
-        Runs("real early stopping", min(1, len(e.seeds)), *size, extra_val_pass=True)), extra_s=51)
+        Runs("real early stopping", min(1, len(e.seeds)), *size, extra_val_pass=True)), extra_s=_extra(p, 51, ci=5))
 
 
 def _recipe(p) -> Plan:
@@ -260,9 +320,9 @@ def _recipe(p) -> Plan:
     return Plan("11_putting_it_together", _runs(
         Runs("baseline, + LLRD, + warmup, + re-init", 4 * seeds, *once),
         Runs("+ SWA", seeds, *once, extra_val_pass=True),
-        Runs("full recipe" + (" and grouped LLRD" if r.grouped_llrd else ""), (1 + r.grouped_llrd) * seeds, *often,
+        Runs("full recipe (and its grouped-LLRD variant where the profile has it)", (1 + r.grouped_llrd) * seeds, *often,
              extra_val_pass=True),
-        Runs("run-length control (+ LLRD, + warmup)", 2 * seeds, r.train_size, r.control_epochs, 1)), extra_s=19)
+        Runs("run-length control (+ LLRD, + warmup)", 2 * seeds, r.train_size, r.control_epochs, 1)), extra_s=_extra(p, 19, ci=0))
 
 
 PLANS: dict = {  # notebook number ("07") -> function(profile) -> Plan
@@ -271,10 +331,11 @@ PLANS: dict = {  # notebook number ("07") -> function(profile) -> Plan
 }
 
 
-def plan(notebook: str, profile) -> Plan | None:
-    """The plan of ``notebook`` ("07" or "07_llrd") in ``profile``; None if it has none yet."""
+def plan(notebook: str, profile, **options) -> Plan | None:
+    """The plan of ``notebook`` ("07" or "07_llrd") in ``profile``; None if it has none yet. ``options`` go to the
+    notebook's plan function (04: ``fast``, whether low precision trains at speed, once the notebook has measured it)."""
     make = PLANS.get(notebook[:2])
-    return None if make is None else make(profile)
+    return None if make is None else make(profile, **options)
 
 
 def check_runs(notebook: str, profile, run_log: list[dict]) -> str:

@@ -12,17 +12,19 @@ profile, runs and machine of its committed execution: they go between ``<!-- tim
 from __future__ import annotations
 
 import argparse
-import re
+import json
 import sys
 from pathlib import Path
 
 import nbformat
 
+from ftcourse.notebook import read_footer as footer
+from ftcourse.plan import budget_minutes
+
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = "| claim | source | effect (95% CI) | verdict | notebook |"
 BEGIN, END = "<!-- evidence:begin -->", "<!-- evidence:end -->"
 TIMES_BEGIN, TIMES_END = "<!-- times:begin -->", "<!-- times:end -->"
-BUDGET_MIN = {"05": 15, "11": 15}  # every other notebook: 10 minutes in the cpu profile
 
 
 def notebook_claims(path: Path) -> list[str]:
@@ -48,31 +50,41 @@ def section() -> str:
     return "\n".join(lines) + note
 
 
-def footer(path: Path) -> dict:
-    """The timing footer of a notebook's committed outputs: elapsed seconds, profile, runs, machine."""
-    cells = nbformat.read(path, as_version=4).cells
-    text = "".join(o.get("text", "") for o in cells[-1].get("outputs", []) if o.get("output_type") == "stream")
-    found = re.search(r"elapsed: ([0-9.]+) min \(([0-9]+) s\) in the (\w+) profile", text)
-    if not found:
-        return {}
-    runs = re.search(r"fine-tuning runs: ([0-9]+)", text)
-    machine = re.search(r"machine: (.*)", text)
-    return {"minutes": found.group(1), "seconds": int(found.group(2)), "profile": found.group(3), "runs": int(runs.group(1)) if runs else 0,
-            "machine": machine.group(1).strip() if machine else "?"}
-
-
 def times_section() -> str:
-    lines = ["| notebook | committed run: profile | elapsed (min) | budget (min) | fine-tuning runs |", "|---|---|---|---|---|"]
-    machines = set()
+    """Per notebook: the committed (cpu) run's footer, the ci profile's nbval time (benchmarks/ci_times.json, written
+    from a ci run) and the gpu profile's estimate on a T4 (ftcourse.plan's assumed T4 throughput: not measured)."""
+    from ftcourse import plan as ftplan
+    from ftcourse.profiles import PROFILES
+
+    ci = json.loads((ROOT / "benchmarks" / "ci_times.json").read_text())
+    lines = ["| notebook | committed run: profile | elapsed (min) | budget (min) | fine-tuning runs | ci: nbval (min) | "
+             "gpu on a T4: estimated (min) |", "|---|---|---|---|---|---|---|"]
+    machines, seconds, runs, profiles, ci_total, gpu_total = set(), 0, 0, set(), 0.0, 0.0
     for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        gpu = PROFILES["gpu"]
+        options = {"fast": True} if path.stem.startswith("04") else {}  # a T4 trains fp16 at speed
+        gpu_s = ftplan.seconds(ftplan.plan(path.stem, gpu, **options), gpu, ftplan.T4_TRAIN_PER_S,
+                               ftplan.T4_EVAL_PER_S, ftplan.T4_RUN_OVERHEAD_S)
+        ci_s = ci["seconds"].get(path.stem)
+        ci_total, gpu_total = ci_total + (ci_s or 0), gpu_total + gpu_s
+        tail = f"{ci_s / 60:.1f} | {gpu_s / 60:.0f} |" if ci_s is not None else f"- | {gpu_s / 60:.0f} |"
         f = footer(path)
         if not f:
-            lines.append(f"| {path.stem} | not executed | - | - | - |")
+            lines.append(f"| {path.stem} | not executed | - | - | - | {tail}")
             continue
         machines.add(f["machine"])
-        lines.append(f"| {path.stem} | {f['profile']} | {f['minutes']} | {BUDGET_MIN.get(path.name[:2], 10)} | "
-                     f"{f['runs']} |")
-    return "\n".join(lines) + "\n\nMachine: " + "; ".join(sorted(machines))
+        seconds, runs = seconds + f["seconds"], runs + f["runs"]
+        profiles.add(f["profile"])
+        lines.append(f"| {path.stem} | {f['profile']} | {f['minutes']} | {budget_minutes(path.stem, f['profile']):g} | "
+                     f"{f['runs']} | {tail}")
+    hours, minutes = divmod(round(seconds / 60), 60)
+    lines.append(f"| all notebooks | {', '.join(sorted(profiles))} | {seconds / 60:.1f} ({hours} h {minutes:02d} min) | "
+                 f"- | {runs} | {ci_total / 60:.1f} | {gpu_total / 60:.0f} |")
+    return ("\n".join(lines) + "\n\nCommitted runs and ci: " + "; ".join(sorted(machines))
+            + f" (ci: {ci['measured_at']}, {ci['machine']}). The gpu column is an estimate, not a measurement: the plans "
+            f"at the T4 throughput `ftcourse/plan.py` assumes ({ftplan.T4_TRAIN_PER_S:.0f} training examples/s, "
+            f"{ftplan.T4_EVAL_PER_S:.0f} evaluation sentences/s, {ftplan.T4_RUN_OVERHEAD_S:.0f} s a run; derived there "
+            "from published T4 figures).")
 
 
 def replace_between(text: str, begin: str, end: str, body: str) -> str:

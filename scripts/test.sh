@@ -16,7 +16,15 @@ echo "== setup: $((t1 - t0)) s"
 python -m pytest tests
 t2=$SECONDS
 echo "== unit tests: $((t2 - t1)) s"
-FTCOURSE_PROFILE=ci python -m pytest --nbval-lax -p no:cacheprovider notebooks/
+# The estimate right before the run it predicts, then predicted against measured (README, "Estimates").
+times_dir=$(mktemp -d)
+echo "== estimate (ci profile): measuring this machine"
+python -m ftcourse estimate --profile ci --save "$times_dir/estimate-ci.json"
+t2=$SECONDS
+FTCOURSE_NOTEBOOK_TIMES="$times_dir/notebook-times.json" FTCOURSE_PROFILE=ci \
+  python -m pytest --nbval-lax -p no:cacheprovider notebooks/
 t3=$SECONDS
 echo "== notebooks (ci profile): $((t3 - t2)) s"
+python -m ftcourse estimate --compare "$times_dir/estimate-ci.json" --measured "$times_dir/notebook-times.json"
+rm -rf "$times_dir"
 echo "== total: $((t3 - t0)) s"

@@ -2,31 +2,33 @@
 runs the executed notebooks' footers counted."""
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from ftcourse import plan as ftplan
+from ftcourse.notebook import read_footer
 from ftcourse.profiles import PROFILE_NAMES, PROFILES
 
 NOTEBOOKS = [f"{n:02d}" for n in range(1, 12)]
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
-# The runs of the cpu footers ("fine-tuning runs: N (train examples x epochs x evaluations an epoch: ...)") of
-# notebooks executed with the current profiles. 04's ran on the reference machine, whose native bf16 passes
-# min_speed_ratio (fast_low_precision() is True there). 03's footer (15 of 1600x1x1) predates the profile's
-# 2,240 examples and 5 seeds, so it is not here.
-CPU_FOOTERS = {
-    "04": Counter({(1600, 1, 1): 10}),  # elapsed 378 s
-    "05": Counter({(960, 1, 1): 30}),  # elapsed 803 s
-    "06": Counter({(1280, 1, 1): 16, (1280, 1, 4): 3}),  # elapsed 602 s
-    "07": Counter({(1000, 1, 1): 20}),  # elapsed 527 s
-    "09": Counter({(800, 2, 1): 8}),  # elapsed 444 s
-    "10": Counter({(400, 4, 2): 5}),  # elapsed 375 s
-    "11": Counter({(1000, 1, 1): 15, (1000, 1, 4): 3, (1000, 2, 1): 6}),  # elapsed 781 s
-}
+
+
+def footer_counts(path: Path) -> tuple[str, Counter] | None:
+    """The profile and the runs by (train examples, epochs, evaluations an epoch) of a committed notebook's footer
+    ("fine-tuning runs: 19 (train examples x epochs x evaluations an epoch: 1152x1x1: 16, 1152x1x4: 3)")."""
+    footer = read_footer(path)
+    if not footer:
+        return None
+    cells = json.loads(path.read_text())["cells"]
+    text = "".join("".join(o.get("text", "")) for o in cells[-1].get("outputs", []) if o.get("output_type") == "stream")
+    runs = re.findall(r"(\d+)x(\d+)x(\d+): (\d+)", text.split("fine-tuning runs:", 1)[1].split("\n", 1)[0])
+    return footer["profile"], Counter({(int(n), int(e), int(v)): int(c) for n, e, v, c in runs})
 
 
 @pytest.fixture(autouse=True)
@@ -49,9 +51,15 @@ def test_every_notebook_has_a_plan(notebook, profile):
     assert math.isfinite(seconds) and seconds > 0
 
 
-@pytest.mark.parametrize("notebook", sorted(CPU_FOOTERS))
-def test_cpu_plans_match_the_footers(notebook):
-    assert ftplan.plan(notebook, PROFILES["cpu"]).counts() == CPU_FOOTERS[notebook]
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_plans_match_the_committed_footers(notebook):
+    # the committed notebooks ran on the reference machine (native bf16: fast_low_precision() is True there, as in
+    # the fixture); a notebook committed before its profile changed fails here until it is executed again
+    path = next(NOTEBOOK_DIR.glob(f"{notebook}_*.ipynb"))
+    found = footer_counts(path)
+    assert found is not None, f"{path.name} has no timing footer in its committed outputs"
+    profile, counts = found
+    assert ftplan.plan(notebook, PROFILES[profile]).counts() == counts, path.name
 
 
 def test_check_runs_accepts_the_plan_and_rejects_a_difference():
@@ -79,3 +87,51 @@ def test_a_smaller_validation_set_costs_less():
     small = ftplan.Runs("curves", 1, 320, 3, 1, val_examples=128)
     full, subset = (ftplan.run_seconds(r, 872, 1821, 100.0, 300.0, 4.0) for r in (runs, small))
     assert full - subset == pytest.approx(3 * (872 - 128) / 300.0)
+
+
+def test_group_selects_by_label_and_rejects_a_typo():
+    cpu, ci = PROFILES["cpu"], PROFILES["ci"]
+    schedules = ftplan.plan("06", cpu)
+    assert [r.label for r in schedules.group("schedules", "constant lr")] == ["schedules", "constant lr"]
+    assert schedules.group("ReduceLROnPlateau") == ()  # switched off in cpu (plateau_runs=0): a known label
+    assert len(ftplan.plan("06", ci).group("ReduceLROnPlateau")) == 1
+    with pytest.raises(KeyError, match="declares no run group"):
+        schedules.group("schedule")
+
+
+def test_announce_counts_the_runs_and_their_minutes(capsys):
+    cpu = PROFILES["cpu"]
+    groups = ftplan.plan("06", cpu).group("schedules", "constant lr")
+    text = ftplan.announce(groups, cpu)
+    assert capsys.readouterr().out.strip() == text
+    count = sum(r.count for r in groups)
+    val_n, test_n = ftplan.eval_sizes(cpu)
+    seconds = sum(r.count * ftplan.run_seconds(r, val_n, test_n, ftplan.REFERENCE_TRAIN_PER_S, ftplan.REFERENCE_EVAL_PER_S,
+                                               ftplan.REFERENCE_RUN_OVERHEAD_S) for r in groups)
+    assert text.startswith(f"this cell runs {count} fine-tuning runs (1280 examples x 1 epoch)")
+    assert f"about {round(seconds / 60)} min" in text
+    assert "1 fine-tuning run (" in ftplan.announce(ftplan.Runs("one", 1, 64, 2, 1), cpu)
+
+
+def test_budgets_live_in_one_place():
+    assert ftplan.budget_minutes("05_optimizers_from_scratch", "cpu") == 15
+    assert ftplan.budget_minutes("06", "cpu") == 10 and ftplan.budget_minutes("06", "ci") == 2
+    assert ftplan.budget_minutes("11", "gpu") == 20
+    with pytest.raises(ValueError, match="profile_name must be one of"):
+        ftplan.budget_minutes("06", "laptop")
+
+
+def test_ci_has_its_own_other_work():
+    # the ci extras come from a ci run, not the cpu footers: 03's cpu figure would double its ci estimate
+    assert ftplan.plan("03", PROFILES["ci"]).extra_s < ftplan.plan("03", PROFILES["cpu"]).extra_s
+    assert ftplan.plan("03", PROFILES["gpu"]).extra_s == ftplan.plan("03", PROFILES["cpu"]).extra_s
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_the_gpu_profile_fits_a_workshop_slot_on_a_t4(notebook):
+    # at the T4 throughput ftcourse.plan assumes (derived from published figures; unmeasured here), every notebook
+    # of the gpu profile fits its 20-minute slot
+    gpu = PROFILES["gpu"]
+    seconds = ftplan.seconds(ftplan.plan(notebook, gpu), gpu, ftplan.T4_TRAIN_PER_S, ftplan.T4_EVAL_PER_S,
+                             ftplan.T4_RUN_OVERHEAD_S)
+    assert seconds <= ftplan.budget_minutes(notebook, "gpu") * 60, f"{notebook}: {seconds / 60:.1f} min"
