@@ -5,7 +5,7 @@ Course harness (not a technique module).
 It measures, on the current device and with the profile's model, batch sizes, precision and length
 grouping: training examples per second (``measure_steps`` optimizer steps on batches spread over a
 whole length-grouped epoch, after warm-up steps), evaluation sentences per second (a length-sorted
-pass over validation sentences), and the per-run overhead (loading the model). It then applies them
+pass over validation sentences), and the per-run overhead (loading the model, warm: a second load). It then applies them
 to every notebook's plan (``ftcourse.plan``: runs, examples, epochs, evaluations, other work) and
 prints predicted minutes per notebook and for the whole course.
 """
@@ -41,8 +41,9 @@ def measure(profile, measure_steps: int = 20, warmup_steps: int = 3, eval_senten
     splits = ftdata.profile_splits(profile)
     tokenizer = ftdata.cached_tokenizer(profile.model_id)
     set_seed(0)
+    load_model(profile.model_id)  # the first load also pays imports and cold file reads, once a notebook
     t0 = time.perf_counter()
-    model = load_model(profile.model_id).to(device)
+    model = load_model(profile.model_id).to(device)  # a run's load: warm, as every run after a notebook's first
     overhead = time.perf_counter() - t0
     precision = Precision(profile.amp, device, verbose=False)
     optimizer = default_optimizer(decay_param_groups(model, profile.weight_decay), profile.lr, device)
@@ -147,7 +148,7 @@ def markdown(frame) -> str:
     """The comparison as the markdown table README shows, with a total row."""
     lines = ["| notebook | runs | predicted (min) | measured (min) | error |", "|---|---|---|---|---|"]
     for name, r in frame.iterrows():
-        lines.append(f"| {name} | {r['runs']} | {r['predicted (min)']:.1f} | {r['measured (min)']:.1f} | {r['error']:+.0%} |")
+        lines.append(f"| {name} | {int(r['runs'])} | {r['predicted (min)']:.1f} | {r['measured (min)']:.1f} | {r['error']:+.0%} |")
     predicted, measured = frame["predicted (min)"].sum(), frame["measured (min)"].sum()
     lines.append(f"| all | {frame['runs'].sum()} | {predicted:.1f} | {measured:.1f} | {predicted / measured - 1:+.0%} |")
     return "\n".join(lines)
