@@ -126,9 +126,9 @@ def runs_summary(run_log: list[dict]) -> str:
             f"{total_s / 60:.1f} min in all, {train_s / 60:.1f} training, {eval_s / 60:.1f} evaluating")
 
 
-def notebook_footer(notebook: str | None = None) -> str:
-    """Print (and return) the timing footer: elapsed time, profile, machine, versions, and the
-    fine-tuning runs made. With ``notebook`` ("07_llrd"), the runs are checked against the notebook's
+def notebook_footer(notebook: str | None = None) -> None:
+    """Print the timing footer: elapsed time, profile, machine, versions, and the fine-tuning runs
+    made (it returns nothing, so that the last cell does not show the footer twice). With ``notebook`` ("07_llrd"), the runs are checked against the notebook's
     plan (``ftcourse.plan``): an AssertionError if they differ, so the plan cannot drift."""
     from .experiment import RUN_LOG
 
@@ -142,9 +142,7 @@ def notebook_footer(notebook: str | None = None) -> str:
 
         lines.append(check_runs(notebook, get_profile(_started["profile"]), RUN_LOG))
     lines += [f"machine: {machine_description()}", f"versions: {versions()}"]
-    text = "\n".join(lines)
-    print(text)
-    return text
+    print("\n".join(lines))
 
 
 def read_footer(path) -> dict:

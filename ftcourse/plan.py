@@ -127,11 +127,12 @@ def seconds(plan: Plan, profile, train_per_s: float = REFERENCE_TRAIN_PER_S, eva
     return total + plan.extra_s * REFERENCE_TRAIN_PER_S / train_per_s + NOTEBOOK_STARTUP_S
 
 
-def announce(runs, profile, train_per_s: float = REFERENCE_TRAIN_PER_S, eval_per_s: float = REFERENCE_EVAL_PER_S) -> str:
+def announce(runs, profile, train_per_s: float = REFERENCE_TRAIN_PER_S, eval_per_s: float = REFERENCE_EVAL_PER_S) -> None:
     """The line a long experiment cell prints first: what it runs (``runs``: a :class:`Runs` or several, e.g.
     ``plan("06", profile).group("schedules", "constant lr")``) and about how long that takes on the 2-core
     reference machine. The figure comes from the plan, so a cell cannot announce other work than it makes
-    (the footer checks the plan against the runs)."""
+    (the footer checks the plan against the runs). It returns nothing, so that a cell ending with it does not
+    show the line twice."""
     groups = (runs,) if isinstance(runs, Runs) else tuple(runs)
     val_n, test_n = eval_sizes(profile)
     count = sum(r.count for r in groups)
@@ -141,7 +142,6 @@ def announce(runs, profile, train_per_s: float = REFERENCE_TRAIN_PER_S, eval_per
             + f", about {max(1, round(s / 60))} min on the 2-core reference machine"
             + " (`python -m ftcourse estimate` predicts this machine)")
     print(text)
-    return text
 
 
 # ---------------------------------------------------------------------------------------------
