@@ -9,8 +9,9 @@ Three things read it:
 
 * ``python -m ftcourse estimate`` turns it into predicted minutes per notebook on this device;
 * a notebook's long experiment cells print what they are about to run (``announce``);
-* ``notebook_footer()`` compares the runs the notebook really made (``ftcourse.experiment.RUN_LOG``)
-  with the plan, and fails if they differ, so the plan cannot drift from the notebooks.
+* ``notebook_footer(notebook)`` compares the runs the notebook really made (``ftcourse.experiment.RUN_LOG``)
+  with the plan, and fails if they differ; tests/test_plan.py compares every committed notebook's footer with
+  its plan, so the plan cannot drift from the notebooks.
 """
 from __future__ import annotations
 
@@ -131,7 +132,7 @@ def announce(runs, profile, train_per_s: float = REFERENCE_TRAIN_PER_S, eval_per
     """The line a long experiment cell prints first: what it runs (``runs``: a :class:`Runs` or several, e.g.
     ``plan("06", profile).group("schedules", "constant lr")``) and about how long that takes on the 2-core
     reference machine. The figure comes from the plan, so a cell cannot announce other work than it makes
-    (the footer checks the plan against the runs). It returns nothing, so that a cell ending with it does not
+    (tests/test_plan.py checks each committed notebook's footer against its plan). It returns nothing, so that a cell ending with it does not
     show the line twice."""
     groups = (runs,) if isinstance(runs, Runs) else tuple(runs)
     val_n, test_n = eval_sizes(profile)
