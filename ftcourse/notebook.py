@@ -147,7 +147,8 @@ def notebook_footer(notebook: str | None = None) -> None:
 
 def read_footer(path) -> dict:
     """The timing footer of an executed notebook (its last cell's printed output): elapsed ``seconds`` and
-    ``minutes``, ``profile``, fine-tuning ``runs`` and ``machine``; {} if the notebook has no footer output."""
+    ``minutes``, ``profile``, fine-tuning ``runs``, ``run_counts`` (runs by (train examples, epochs, evaluations
+    an epoch), as ``ftcourse.plan.Plan.counts``) and ``machine``; {} if the notebook has no footer output."""
     import json
     import re
     from pathlib import Path
@@ -158,7 +159,9 @@ def read_footer(path) -> dict:
     found = re.search(r"elapsed: ([0-9.]+) min \(([0-9]+) s\) in the (\w+) profile", text)
     if not found:
         return {}
-    runs = re.search(r"fine-tuning runs: ([0-9]+)", text)
+    runs = re.search(r"fine-tuning runs: ([0-9]+)(.*)", text)
     machine = re.search(r"machine: (.*)", text)
+    counts = {(int(n), int(e), int(v)): int(c) for n, e, v, c in re.findall(r"(\d+)x(\d+)x(\d+): (\d+)", runs.group(2))} if runs else {}
     return {"minutes": found.group(1), "seconds": int(found.group(2)), "profile": found.group(3),
-            "runs": int(runs.group(1)) if runs else 0, "machine": machine.group(1).strip() if machine else "?"}
+            "runs": int(runs.group(1)) if runs else 0, "run_counts": counts,
+            "machine": machine.group(1).strip() if machine else "?"}

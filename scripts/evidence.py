@@ -8,6 +8,8 @@ profile, runs and machine of its committed execution: they go between ``<!-- tim
 
     python scripts/evidence.py          # rewrite README's section from the notebooks' outputs
     python scripts/evidence.py --check  # exit 1 if README and the notebooks disagree (a test runs this)
+    python scripts/evidence.py --ci-times TIMES.json  # first record a ci run's nbval times (conftest.py's
+                                        # FTCOURSE_NOTEBOOK_TIMES file) in benchmarks/ci_times.json
 """
 from __future__ import annotations
 
@@ -87,6 +89,18 @@ def times_section() -> str:
             "from published T4 figures).")
 
 
+def record_ci_times(times_json: Path) -> None:
+    """benchmarks/ci_times.json from the times conftest.py wrote under nbval in the ci profile, dated, with the machine."""
+    import time
+
+    from ftcourse.notebook import machine_description
+
+    seconds = {Path(name).stem: value for name, value in json.loads(times_json.read_text()).items()}
+    (ROOT / "benchmarks" / "ci_times.json").write_text(json.dumps({
+        "what": "nbval run time of each notebook in the ci profile (sum of its cells, conftest.py)",
+        "measured_at": time.strftime("%Y-%m-%d"), "machine": machine_description(), "seconds": seconds}, indent=1) + "\n")
+
+
 def replace_between(text: str, begin: str, end: str, body: str) -> str:
     if begin not in text or end not in text:
         raise SystemExit(f"README.md lacks {begin} ... {end}")
@@ -98,7 +112,10 @@ def replace_between(text: str, begin: str, end: str, body: str) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true")
+    parser.add_argument("--ci-times", metavar="TIMES_JSON", help="record these nbval times in benchmarks/ci_times.json")
     args = parser.parse_args(argv)
+    if args.ci_times:
+        record_ci_times(Path(args.ci_times))
     readme = ROOT / "README.md"
     text = readme.read_text()
     wanted = replace_between(text, BEGIN, END, section())
