@@ -5,12 +5,15 @@ Course harness (not a technique module).
 It measures, on the current device and with the profile's model, batch sizes, precision and length
 grouping: training examples per second (``measure_steps`` optimizer steps on batches spread over a
 whole length-grouped epoch, after warm-up steps), evaluation sentences per second (a length-sorted
-pass over validation sentences), and the per-run overhead (loading the model, warm: a second load). It then applies them
-to every notebook's plan (``ftcourse.plan``: runs, examples, epochs, evaluations, other work) and
+pass over validation sentences), and the per-run overhead (loading the model, warm: after a first load).
+Each is the median of ``windows`` (3) timings in a row: these machines have busy moments, and one
+17-second window once measured 52 training examples/s where the notebooks that followed ran at 75.
+It then applies them to every notebook's plan (``ftcourse.plan``: runs, examples, epochs, evaluations, other work) and
 prints predicted minutes per notebook and for the whole course.
 """
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -27,9 +30,31 @@ class Throughput:
     overhead_s: float
 
 
-def measure(profile, measure_steps: int = 20, warmup_steps: int = 3, eval_sentences: int = 512,
+def window_batches(n_batches: int, steps: int, windows: int) -> list[list[int]]:
+    """Batch indices of ``windows`` timing windows of ``steps`` batches each. Every window spans the whole
+    length-grouped epoch (which starts with its longest batches), at its own offset, so the windows time
+    the same mix of lengths on different batches."""
+    if steps < 1 or windows < 1:
+        raise ValueError(f"steps and windows must be >= 1, got steps={steps}, windows={windows}")
+    if n_batches <= steps:
+        return [list(range(n_batches)) for _ in range(windows)]
+    spacing = n_batches / steps
+    chosen = [[int((k + w / windows) * spacing) for k in range(steps)] for w in range(windows)]
+    return chosen
+
+
+def median_rate(items: list[float], seconds: list[float]) -> float:
+    """The median of the windows' rates (items per second): one window slowed by a busy moment of the
+    machine does not move it, as it would move a single window's rate or the pooled one."""
+    if len(items) != len(seconds) or not items:
+        raise ValueError(f"items and seconds must be non-empty and of one length, got {len(items)} and {len(seconds)}")
+    return statistics.median(i / s for i, s in zip(items, seconds))
+
+
+def measure(profile, measure_steps: int = 15, warmup_steps: int = 3, eval_sentences: int = 512, windows: int = 3,
             device: str | torch.device | None = None) -> Throughput:
-    """Training and evaluation throughput of ``profile``'s model here (see the module docstring)."""
+    """Training and evaluation throughput of ``profile``'s model here (see the module docstring): the median
+    over ``windows`` timing windows of each."""
     from . import data as ftdata
     from .amp import Precision
     from .experiment import default_optimizer
@@ -37,32 +62,42 @@ def measure(profile, measure_steps: int = 20, warmup_steps: int = 3, eval_senten
     from .param_groups import decay_param_groups
     from .train import evaluate, pick_device, set_seed, train
 
+    if windows < 1:
+        raise ValueError(f"windows must be >= 1, got {windows}")
     device = pick_device(device, verbose=False)
     splits = ftdata.profile_splits(profile)
     tokenizer = ftdata.cached_tokenizer(profile.model_id)
     set_seed(0)
     load_model(profile.model_id)  # the first load also pays imports and cold file reads, once a notebook
-    t0 = time.perf_counter()
-    model = load_model(profile.model_id).to(device)  # a run's load: warm, as every run after a notebook's first
-    overhead = time.perf_counter() - t0
+    loads = []
+    for _ in range(windows):  # a run's load: warm, as every run after a notebook's first
+        t0 = time.perf_counter()
+        model = load_model(profile.model_id).to(device)
+        loads.append(time.perf_counter() - t0)
+    overhead = statistics.median(loads)
     precision = Precision(profile.amp, device, verbose=False)
     optimizer = default_optimizer(decay_param_groups(model, profile.weight_decay), profile.lr, device)
     loader = ftdata.make_loader(splits["train"], tokenizer, profile.batch_size, shuffle=True, seed=0, group_by_length=True)
     batches = list(loader)
-    # batches spread over the epoch: a length-grouped epoch starts with its longest batches
-    stride = max(1, len(batches) // (measure_steps + warmup_steps))
-    chosen = batches[::stride][: measure_steps + warmup_steps]
-    history = train(model, chosen, optimizer, precision=precision, max_grad_norm=1.0, device=device, progress=False)
-    timed = history.steps[warmup_steps:] or history.steps
-    train_per_s = sum(r["items"] for r in timed) / sum(r["time_s"] for r in timed)
+    warmup = [batches[i] for i in window_batches(len(batches), warmup_steps, 1)[0]]
+    train(model, warmup, optimizer, precision=precision, max_grad_norm=1.0, device=device, progress=False)
+    train_items, train_seconds = [], []
+    for indices in window_batches(len(batches), measure_steps, windows):
+        history = train(model, [batches[i] for i in indices], optimizer, precision=precision, max_grad_norm=1.0,
+                        device=device, progress=False)
+        train_items.append(sum(r["items"] for r in history.steps))
+        train_seconds.append(sum(r["time_s"] for r in history.steps))
     val = splits["validation"]
     subset = val.select(range(min(eval_sentences, len(val))))
     eval_loader = ftdata.make_loader(subset, tokenizer, profile.eval_batch_size, shuffle=False, group_by_length=True)
     evaluate(model, eval_loader, device, precision)  # warm-up
-    t0 = time.perf_counter()
-    evaluate(model, eval_loader, device, precision)
-    eval_per_s = len(subset) / (time.perf_counter() - t0)
-    return Throughput(str(device), precision.name, train_per_s, eval_per_s, overhead + 2.0)
+    eval_seconds = []
+    for _ in range(windows):
+        t0 = time.perf_counter()
+        evaluate(model, eval_loader, device, precision)
+        eval_seconds.append(time.perf_counter() - t0)
+    return Throughput(str(device), precision.name, median_rate(train_items, train_seconds),
+                      median_rate([len(subset)] * windows, eval_seconds), overhead + 2.0)
 
 
 def table(profile, throughput: Throughput):

@@ -95,3 +95,35 @@ def test_read_footer_of_a_notebook_without_one(tmp_path):
     path.write_text(json.dumps({"cells": [{"cell_type": "code", "source": "1", "metadata": {}, "outputs": []}],
                                 "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
     assert read_footer(path) == {}
+
+
+@pytest.mark.parametrize("n_batches,steps,windows", [(100, 15, 3), (40, 15, 3), (10, 15, 3), (7, 1, 1), (500, 20, 5)])
+def test_timing_windows_span_the_epoch_on_different_batches(n_batches, steps, windows):
+    chosen = ftestimate.window_batches(n_batches, steps, windows)
+    assert len(chosen) == windows
+    for indices in chosen:
+        assert 0 < len(indices) <= steps and all(0 <= i < n_batches for i in indices)
+        assert indices == sorted(indices)
+        if n_batches > steps:  # from the epoch's first (longest) batches to its last ones, evenly
+            spacing = n_batches / steps
+            assert indices[0] < spacing and indices[-1] >= n_batches - 1 - spacing
+    if n_batches / steps >= windows:  # room for distinct offsets: no batch timed twice
+        flat = [i for indices in chosen for i in indices]
+        assert len(flat) == len(set(flat))
+
+
+def test_timing_windows_reject_empty_windows():
+    with pytest.raises(ValueError, match="steps and windows"):
+        ftestimate.window_batches(100, 0, 3)
+    with pytest.raises(ValueError, match="windows"):
+        ftestimate.window_batches(100, 10, 0)
+
+
+def test_one_slow_window_does_not_move_the_median_rate():
+    # the a794a7d CI: one busy window at 52/s among normal ones at 75/s
+    assert ftestimate.median_rate([750, 520, 760], [10.0, 10.0, 10.0]) == pytest.approx(75.0)
+    assert ftestimate.median_rate([600], [8.0]) == pytest.approx(75.0)
+    with pytest.raises(ValueError, match="one length"):
+        ftestimate.median_rate([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="non-empty"):
+        ftestimate.median_rate([], [])
