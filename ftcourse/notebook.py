@@ -126,10 +126,11 @@ def runs_summary(run_log: list[dict]) -> str:
             f"{total_s / 60:.1f} min in all, {train_s / 60:.1f} training, {eval_s / 60:.1f} evaluating")
 
 
-def notebook_footer(notebook: str | None = None) -> None:
+def notebook_footer(notebook: str | None = None, **plan_options) -> None:
     """Print the timing footer: elapsed time, profile, machine, versions, and the fine-tuning runs
-    made (it returns nothing, so that the last cell does not show the footer twice). With ``notebook`` ("07_llrd"), the runs are checked against the notebook's
-    plan (``ftcourse.plan``): an AssertionError if they differ, so the plan cannot drift."""
+    made (it returns nothing, so that the last cell does not show the footer twice). With ``notebook`` ("07_llrd"),
+    the runs are checked against the notebook's plan (``ftcourse.plan.plan(notebook, profile, **plan_options)``):
+    an AssertionError if they differ, so the plan cannot drift."""
     from .experiment import RUN_LOG
 
     seconds = elapsed_s()
@@ -140,7 +141,7 @@ def notebook_footer(notebook: str | None = None) -> None:
         from .plan import check_runs
         from .profiles import get_profile
 
-        lines.append(check_runs(notebook, get_profile(_started["profile"]), RUN_LOG))
+        lines.append(check_runs(notebook, get_profile(_started["profile"]), RUN_LOG, **plan_options))
     lines += [f"machine: {machine_description()}", f"versions: {versions()}"]
     print("\n".join(lines))
 

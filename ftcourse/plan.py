@@ -138,6 +138,9 @@ def announce(runs, profile, train_per_s: float = REFERENCE_TRAIN_PER_S, eval_per
     val_n, test_n = eval_sizes(profile)
     count = sum(r.count for r in groups)
     s = sum(r.count * run_seconds(r, val_n, test_n, train_per_s, eval_per_s, REFERENCE_RUN_OVERHEAD_S) for r in groups)
+    if count == 0:
+        print("this cell runs no new fine-tuning run (the plan reuses earlier runs, or the profile switches these off)")
+        return
     sizes = ", ".join(dict.fromkeys(f"{r.train_examples} examples x {r.epochs} epoch{'s' * (r.epochs != 1)}" for r in groups))
     text = (f"this cell runs {count} fine-tuning run{'s' * (count != 1)}" + (f" ({sizes})" if sizes else "")
             + f", about {max(1, round(s / 60))} min on the 2-core reference machine"
@@ -255,7 +258,8 @@ def _optimizers(p) -> Plan:
         for (examples, epochs), count in Counter(key[3:] for key in new).items():
             runs.append(Runs(label, count, examples, epochs, o.evals_per_epoch))
     # other work: 803 s - 13.2 min of the cpu footer
-    return Plan("05_optimizers_from_scratch", _runs(*runs), extra_s=_extra(p, 11, ci=0))
+    # labels: a stage whose runs are all reused (ci: every stage has the same sizes) is still a known group
+    return Plan("05_optimizers_from_scratch", _runs(*runs), extra_s=_extra(p, 11, ci=0), labels=tuple(stages))
 
 
 def _schedules(p) -> Plan:
@@ -339,9 +343,10 @@ def plan(notebook: str, profile, **options) -> Plan | None:
     return None if make is None else make(profile, **options)
 
 
-def check_runs(notebook: str, profile, run_log: list[dict]) -> str:
-    """Compare the runs a notebook made with its plan: a one-line report; AssertionError if they differ."""
-    expected = plan(notebook, profile)
+def check_runs(notebook: str, profile, run_log: list[dict], **options) -> str:
+    """Compare the runs a notebook made with its plan (``plan(notebook, profile, **options)``): a one-line report;
+    AssertionError if they differ."""
+    expected = plan(notebook, profile, **options)
     made = Counter((r["train_examples"], r["epochs"], r["evals_per_epoch"]) for r in run_log)
     if expected is None:
         return f"{len(run_log)} fine-tuning runs (no plan declared for {notebook})"

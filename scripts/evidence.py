@@ -89,14 +89,17 @@ def times_section() -> str:
             "from published T4 figures).")
 
 
-def record_ci_times(times_json: Path) -> None:
-    """benchmarks/ci_times.json from the times conftest.py wrote under nbval in the ci profile, dated, with the machine."""
+def record_ci_times(times_json: Path, out: Path = ROOT / "benchmarks" / "ci_times.json") -> None:
+    """``out`` (benchmarks/ci_times.json) from the times conftest.py wrote under nbval in the ci profile, dated, with
+    the machine."""
     import time
 
     from ftcourse.notebook import machine_description
 
     seconds = {Path(name).stem: value for name, value in json.loads(times_json.read_text()).items()}
-    (ROOT / "benchmarks" / "ci_times.json").write_text(json.dumps({
+    if not seconds:
+        raise SystemExit(f"--ci-times {times_json}: no notebook times in it")
+    out.write_text(json.dumps({
         "what": "nbval run time of each notebook in the ci profile (sum of its cells, conftest.py)",
         "measured_at": time.strftime("%Y-%m-%d"), "machine": machine_description(), "seconds": seconds}, indent=1) + "\n")
 

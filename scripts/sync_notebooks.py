@@ -34,8 +34,15 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 BEGIN, END = "# --- install (scripts/sync_notebooks.py) ---", "# --- end of install ---"
-FOOTER = "# Timing footer: how long this notebook took, in which profile, on which machine.\n" \
-         "from ftcourse.notebook import notebook_footer\n\nnotebook_footer()"
+# The footer checks the runs made against the notebook's plan; 04's plan depends on what its training cell decided.
+FOOTER_PLAN_OPTIONS = {"04_mixed_precision": ", fast=run_training"}
+
+
+def footer(stem: str) -> str:
+    """The last cell: the timing footer, which also checks the fine-tuning runs made against the plan."""
+    return ("# Timing footer: how long this notebook took, in which profile, on which machine, and whether it made\n"
+            "# the fine-tuning runs its plan (ftcourse/plan.py) declares.\n"
+            f"from ftcourse.notebook import notebook_footer\n\nnotebook_footer({stem!r}{FOOTER_PLAN_OPTIONS.get(stem, '')})")
 PROFILE_NOTE = ("**Profiles.** Sizes (model, data, epochs, seeds) come from a profile: `ci` (tiny, for automated "
                 "checks), `cpu` (a laptop: minutes) or `gpu` (Colab GPU, a larger model). Locally, set "
                 "`FTCOURSE_PROFILE` before starting Jupyter. On Colab, variables can't be set before the kernel "
@@ -118,11 +125,12 @@ def sync_notebook(path: Path, repo: str, version: str) -> list[str]:
         changes.append("setup cell install block")
 
     last = nb.cells[-1]
-    if not (last.cell_type == "code" and last.source == FOOTER):
+    wanted_footer = footer(path.stem)
+    if not (last.cell_type == "code" and last.source == wanted_footer):
         if last.cell_type == "code" and "notebook_footer" in last.source:
-            last.source = FOOTER
+            last.source = wanted_footer
         else:
-            nb.cells.append(nbformat.v4.new_code_cell(FOOTER))
+            nb.cells.append(nbformat.v4.new_code_cell(wanted_footer))
         changes.append("timing footer")
 
     for key, value in (("kernelspec", KERNELSPEC), ("language_info", {"name": "python"}), *COLAB_METADATA.items()):

@@ -8,6 +8,7 @@ import types
 from pathlib import Path
 
 import nbformat
+import pytest
 
 import ftcourse
 from ftcourse import notebook as ftnb
@@ -29,7 +30,7 @@ def test_one_version_and_one_repository_url():
         assert f"git+{url}@{tag}" in nb.cells[1].source and "%pip install" in nb.cells[1].source, path.name
         assert f"blob/{tag}/notebooks/{path.name}" in nb.cells[0].source, path.name
         assert nb.metadata["accelerator"] == "GPU" and nb.metadata["colab"]["gpuType"] == "T4"
-        assert "notebook_footer()" in nb.cells[-1].source, path.name
+        assert f"notebook_footer({path.stem!r}" in nb.cells[-1].source, path.name
         assert "subprocess" not in nb.cells[1].source
 
 
@@ -66,3 +67,25 @@ def test_claims_table_shows_as_markdown_for_the_evidence_script():
     assert table._repr_markdown_().startswith("| claim | source | effect (95% CI) | verdict | notebook |")
     assert "| c | s | +0.01 | better | 01_demo |" in table._repr_markdown_()
     assert table.loc[1, "verdict"] == "better"
+
+
+def test_evidence_records_the_nbval_times_by_notebook(tmp_path):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("evidence", ROOT / "scripts" / "evidence.py")
+    evidence = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evidence)
+    # conftest.py's FTCOURSE_NOTEBOOK_TIMES file: nbval's item paths, seconds
+    (tmp_path / "times.json").write_text(json.dumps({"notebooks/07_llrd.ipynb": 54.4, "notebooks/01_baseline.ipynb": 44.6}))
+    evidence.record_ci_times(tmp_path / "times.json", tmp_path / "ci_times.json")
+    recorded = json.loads((tmp_path / "ci_times.json").read_text())
+    assert recorded["seconds"] == {"07_llrd": 54.4, "01_baseline": 44.6}
+    assert recorded["machine"] and recorded["measured_at"][:2] == "20"
+    # the committed file has the shape times_section() reads, one time per notebook
+    committed = json.loads((ROOT / "benchmarks" / "ci_times.json").read_text())
+    assert set(committed) == set(recorded)
+    assert sorted(committed["seconds"]) == sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    (tmp_path / "empty.json").write_text("{}")
+    with pytest.raises(SystemExit, match="no notebook times"):
+        evidence.record_ci_times(tmp_path / "empty.json", tmp_path / "ci_times.json")

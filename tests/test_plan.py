@@ -122,3 +122,23 @@ def test_the_gpu_profile_fits_a_workshop_slot_on_a_t4(notebook):
     seconds = ftplan.seconds(ftplan.plan(notebook, gpu), gpu, ftplan.T4_TRAIN_PER_S, ftplan.T4_EVAL_PER_S,
                              ftplan.T4_RUN_OVERHEAD_S)
     assert seconds <= ftplan.budget_minutes(notebook, "gpu") * 60, f"{notebook}: {seconds / 60:.1f} min"
+
+
+def test_check_runs_passes_plan_options(monkeypatch):
+    # 04's footer passes what its training cell decided (fast=run_training), whatever fast_low_precision() guesses
+    monkeypatch.setattr(ftplan, "fast_low_precision", lambda: True)
+    cpu = PROFILES["cpu"]
+    one_fp32 = [{"train_examples": n, "epochs": e, "evals_per_epoch": v}
+                for (n, e, v), count in ftplan.plan("04", cpu, fast=False).counts().items() for _ in range(count)]
+    assert "as planned" in ftplan.check_runs("04_mixed_precision", cpu, one_fp32, fast=False)
+    with pytest.raises(AssertionError, match="update the plan"):
+        ftplan.check_runs("04_mixed_precision", cpu, one_fp32)
+
+
+def test_a_stage_made_only_of_reused_runs_is_announced_as_such(capsys):
+    ci = PROFILES["ci"]
+    assert ftplan.plan("05", ci).group("seven optimizers at their chosen lrs") == ()  # all reused in ci
+    ftplan.announce(ftplan.plan("05", ci).group("seven optimizers at their chosen lrs"), ci)
+    assert "no new fine-tuning run" in capsys.readouterr().out
+    ftplan.announce(ftplan.plan("05", PROFILES["cpu"]).group("seven optimizers at their chosen lrs"), PROFILES["cpu"])
+    assert "this cell runs 6 fine-tuning runs" in capsys.readouterr().out
