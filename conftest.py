@@ -2,7 +2,7 @@
 
 At the repository root (not in notebooks/), so the notebook folder holds only notebooks.
 
-Every notebook has a budget in the ci profile (``ftcourse.plan.BUDGET_MIN``: 2 minutes on 2 CPU
+Every notebook has a budget in the ci profile (``ftcourse.course.declarations.BUDGET_MIN``: 2 minutes on 2 CPU
 cores; all of them together ``CI_TOTAL_BUDGET_MIN``). nbval reports cells, not notebooks, so this
 sums the cells' run times per notebook and prints one line each at the end of the run, marking the
 ones over budget. It reports; it does not fail the run, because a shared CI machine's speed varies
@@ -16,7 +16,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from ftcourse.plan import CI_TOTAL_BUDGET_MIN, budget_minutes
+from ftcourse.course.declarations import CI_TOTAL_BUDGET_MIN, budget_minutes
 
 TOTAL_BUDGET_S = CI_TOTAL_BUDGET_MIN * 60
 

@@ -38,11 +38,11 @@ import time
 import pandas as pd
 import torch
 
-from ftcourse import data as ftdata
-from ftcourse.experiment import default_optimizer
-from ftcourse.models import load_model
+from ftcourse.course import data as ftdata
+from ftcourse.course.runner import default_optimizer
+from ftcourse.course.pretrained import load_model
 from ftcourse.param_groups import decay_param_groups
-from ftcourse.profiles import get_profile
+from ftcourse.course.profiles import get_profile
 from ftcourse.schedules import get_schedule
 from ftcourse.train import evaluate, set_seed, train
 

@@ -1,10 +1,11 @@
 """ftcourse: the tested companion package of a notebook course on fine-tuning Transformers.
 
-Two layers, imported the same flat way (``from ftcourse.llrd import llrd_param_groups``):
+Two layers, in two places:
 
-Technique modules: the helpers to copy into your own project. Each one's docstring says what to
-copy with it (``Copy alone.`` or ``Copy with: models.py, param_groups.py.``), a test copies it
-with exactly those files into an empty package and imports it, and none imports the harness.
+Technique modules, at ``ftcourse/<name>.py``: the helpers to copy into your own project. Each
+one's docstring says what to copy with it into one package folder (``Copy alone.`` or ``Copy with:
+models.py, param_groups.py.``), a test copies it with exactly those files into an empty package and
+imports it, and none imports the harness.
 
 * ``train``: the training loop, ``evaluate``, ``set_seed``, callbacks, divergence detection
   (copy with ``accumulation``, ``amp``, ``memory``);
@@ -18,11 +19,10 @@ with exactly those files into an empty package and imports it, and none imports 
 * ``optim``: SGD, RMSprop, Adagrad, Adam/AdamW (and BERTAdam), LARS, LAMB from scratch, one file
   each, each copied alone.
 
-Course harness: what the notebooks use to run and report experiments.
-
-* ``data``: SST-2 with its three splits; ``profiles``: run sizes; ``experiment``: ``fine_tune``,
-  ``run_seeds``, plots, claims tables; ``recipe``: notebook 11's combined recipe; ``plan``:
-  what each notebook runs; ``estimate``: predicted minutes per notebook on this device; ``cli``:
-  ``python -m ftcourse info | run | get-data | estimate``; ``notebook``: the first and last cells.
+The course harness, at ``ftcourse/course/``: what the notebooks use to declare, run and report
+experiments (``ftcourse.course``'s docstring lists its modules): ``recipes`` (a run as data),
+``runner`` (``build_training``, ``fine_tune``), ``declarations`` (what each notebook runs),
+``profiles``, ``data``, ``pretrained`` (the offline MiniLM), ``reports``, ``combined``,
+``notebook``, ``estimate`` and ``cli`` (``python -m ftcourse info | run | get-data | estimate``).
 """
 __version__ = "0.1.0"

@@ -1,6 +1,6 @@
 """README's "What the evidence says" and its time table, from the committed notebooks' outputs.
 
-Each notebook shows its claims table (``ftcourse.experiment.save_claims``) as a markdown output; this
+Each notebook shows its claims table (``ftcourse.course.reports.save_claims``) as a markdown output; this
 script collects those outputs, in notebook order, into README.md between ``<!-- evidence:begin -->``
 and ``<!-- evidence:end -->``. Each notebook's timing footer (its last cell) gives the elapsed time,
 profile, runs and machine of its committed execution: they go between ``<!-- times:begin -->`` and
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import nbformat
 
-from ftcourse.notebook import read_footer as footer
-from ftcourse.plan import budget_minutes
+from ftcourse.course.notebook import read_footer as footer
+from ftcourse.course.declarations import budget_minutes
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = "| claim | source | effect (95% CI) | verdict | notebook |"
@@ -54,9 +54,10 @@ def section() -> str:
 
 def times_section() -> str:
     """Per notebook: the committed (cpu) run's footer, the ci profile's nbval time (benchmarks/ci_times.json, written
-    from a ci run) and the gpu profile's estimate on a T4 (ftcourse.plan's assumed T4 throughput: not measured)."""
-    from ftcourse import plan as ftplan
-    from ftcourse.profiles import PROFILES
+    from a ci run) and the gpu profile's estimate on a T4 (the declarations at the T4 throughput
+    ftcourse.course.declarations assumes: not measured)."""
+    from ftcourse.course import declarations as declared
+    from ftcourse.course.profiles import PROFILES
 
     ci = json.loads((ROOT / "benchmarks" / "ci_times.json").read_text())
     lines = ["| notebook | committed run: profile | elapsed (min) | budget (min) | fine-tuning runs | ci: nbval (min) | "
@@ -65,8 +66,8 @@ def times_section() -> str:
     for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         gpu = PROFILES["gpu"]
         options = {"fast": True} if path.stem.startswith("04") else {}  # a T4 trains fp16 at speed
-        gpu_s = ftplan.seconds(ftplan.plan(path.stem, gpu, **options), gpu, ftplan.T4_TRAIN_PER_S,
-                               ftplan.T4_EVAL_PER_S, ftplan.T4_RUN_OVERHEAD_S)
+        gpu_s = declared.seconds(declared.declaration(path.stem, gpu, **options), declared.T4_TRAIN_PER_S,
+                                 declared.T4_EVAL_PER_S, declared.T4_RUN_OVERHEAD_S)
         ci_s = ci["seconds"].get(path.stem)
         ci_total, gpu_total = ci_total + (ci_s or 0), gpu_total + gpu_s
         tail = f"{ci_s / 60:.1f} | {gpu_s / 60:.0f} |" if ci_s is not None else f"- | {gpu_s / 60:.0f} |"
@@ -77,15 +78,15 @@ def times_section() -> str:
         machines.add(f["machine"])
         seconds, runs = seconds + f["seconds"], runs + f["runs"]
         profiles.add(f["profile"])
-        lines.append(f"| {path.stem} | {f['profile']} | {f['minutes']} | {budget_minutes(path.stem, f['profile']):g} | "
+        lines.append(f"| {path.stem} | {f['profile']} | {f['seconds'] / 60:.1f} | {budget_minutes(path.stem, f['profile']):g} | "
                      f"{f['runs']} | {tail}")
     hours, minutes = divmod(round(seconds / 60), 60)
     lines.append(f"| all notebooks | {', '.join(sorted(profiles))} | {seconds / 60:.1f} ({hours} h {minutes:02d} min) | "
                  f"- | {runs} | {ci_total / 60:.1f} | {gpu_total / 60:.0f} |")
     return ("\n".join(lines) + "\n\nCommitted runs and ci: " + "; ".join(sorted(machines))
-            + f" (ci: {ci['measured_at']}, {ci['machine']}). The gpu column is an estimate, not a measurement: the plans "
-            f"at the T4 throughput `ftcourse/plan.py` assumes ({ftplan.T4_TRAIN_PER_S:.0f} training examples/s, "
-            f"{ftplan.T4_EVAL_PER_S:.0f} evaluation sentences/s, {ftplan.T4_RUN_OVERHEAD_S:.0f} s a run; derived there "
+            + f" (ci: {ci['measured_at']}, {ci['machine']}). The gpu column is an estimate, not a measurement: the "
+            f"declarations at the T4 throughput `ftcourse/course/declarations.py` assumes ({declared.T4_TRAIN_PER_S:.0f} "
+            f"training examples/s, {declared.T4_EVAL_PER_S:.0f} evaluation sentences/s, {declared.T4_RUN_OVERHEAD_S:.0f} s a run; derived there "
             "from published T4 figures).")
 
 
@@ -94,7 +95,7 @@ def record_ci_times(times_json: Path, out: Path = ROOT / "benchmarks" / "ci_time
     the machine."""
     import time
 
-    from ftcourse.notebook import machine_description
+    from ftcourse.course.notebook import machine_description
 
     seconds = {Path(name).stem: value for name, value in json.loads(times_json.read_text()).items()}
     if not seconds:

@@ -8,7 +8,7 @@ there only. From them this script writes, in each of notebooks/[0-9][0-9]_*.ipyn
 * the install block at the top of the setup cell (second cell): on Colab only, ``%pip install``
   of ``ftcourse[offline]`` from the repository at tag ``v<version>`` (``%pip`` shows pip's errors,
   unlike a ``subprocess`` call), then a check that says whether the runtime must restart;
-* the timing footer as the last cell;
+* the footer as the last cell;
 * the notebook metadata: kernelspec (so JupyterLab does not mark the notebook modified when it
   opens it) and Colab's GPU runtime request (accelerator GPU, T4);
 
@@ -34,15 +34,18 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 BEGIN, END = "# --- install (scripts/sync_notebooks.py) ---", "# --- end of install ---"
-# The footer checks the runs made against the notebook's plan; 04's plan depends on what its training cell decided.
-FOOTER_PLAN_OPTIONS = {"04_mixed_precision": ", fast=run_training"}
+# 04's declaration depends on what its training cell decided; the footer records it with the runs, for CI's check.
+FOOTER_DECLARATION_OPTIONS = {"04_mixed_precision": ", fast=run_training"}
 
 
 def footer(stem: str) -> str:
-    """The last cell: the timing footer, which also checks the fine-tuning runs made against the plan."""
-    return ("# Timing footer: how long this notebook took, in which profile, on which machine, and whether it made\n"
-            "# the fine-tuning runs its plan (ftcourse/plan.py) declares.\n"
-            f"from ftcourse.notebook import notebook_footer\n\nnotebook_footer({stem!r}{FOOTER_PLAN_OPTIONS.get(stem, '')})")
+    """The last cell: the footer (how long, where, which runs); CI checks its run records against the declaration."""
+    return ("# Footer: how long this notebook took, in which profile, on which machine, and the fine-tuning runs it made\n"
+            "# (CI checks them against the notebook's declaration in ftcourse/course/declarations.py).\n"
+            f"from ftcourse.course.notebook import notebook_footer\n\n"
+            f"notebook_footer({stem!r}{FOOTER_DECLARATION_OPTIONS.get(stem, '')})")
+
+
 PROFILE_NOTE = ("**Profiles.** Sizes (model, data, epochs, seeds) come from a profile: `ci` (tiny, for automated "
                 "checks), `cpu` (a laptop: minutes) or `gpu` (Colab GPU, a larger model). Locally, set "
                 "`FTCOURSE_PROFILE` before starting Jupyter. On Colab, variables can't be set before the kernel "
@@ -73,7 +76,7 @@ def install_block(repo: str, version: str) -> str:
         "import sys\n\n"
         "if \"google.colab\" in sys.modules:  # Colab: the course's pinned release; pip's errors show here\n"
         f"    %pip install -q \"ftcourse[offline] @ git+{repo}@v{version}\"\n"
-        "    from ftcourse.notebook import restart_if_upgraded\n\n"
+        "    from ftcourse.course.notebook import restart_if_upgraded\n\n"
         "    restart_if_upgraded()  # says so if an upgraded torch/transformers needs a runtime restart\n"
         f"{END}"
     )

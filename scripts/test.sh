@@ -21,10 +21,12 @@ times_dir=$(mktemp -d)
 echo "== estimate (ci profile): measuring this machine"
 python -m ftcourse estimate --profile ci --save "$times_dir/estimate-ci.json"
 t2=$SECONDS
-FTCOURSE_NOTEBOOK_TIMES="$times_dir/notebook-times.json" FTCOURSE_PROFILE=ci \
+FTCOURSE_NOTEBOOK_TIMES="$times_dir/notebook-times.json" FTCOURSE_PROFILE=ci FTCOURSE_RUN_RECORD="$times_dir/runs.jsonl" \
   python -m pytest --nbval-lax -p no:cacheprovider notebooks/
 t3=$SECONDS
 echo "== notebooks (ci profile): $((t3 - t2)) s"
+echo "== the runs each notebook made against its declaration (ftcourse/course/declarations.py)"
+FTCOURSE_RUN_RECORD="$times_dir/runs.jsonl" python -m pytest -q -p no:cacheprovider tests/test_declared_runs.py
 python -m ftcourse estimate --compare "$times_dir/estimate-ci.json" --measured "$times_dir/notebook-times.json"
 rm -rf "$times_dir"
 echo "== total: $((t3 - t0)) s"

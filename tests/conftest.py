@@ -1,8 +1,11 @@
 """Shared test fixtures: tiny models built offline from configs, and synthetic batches."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 import torch
@@ -56,3 +59,44 @@ def shared_data_dir() -> Path:
     if not (root / "sst2" / "train.jsonl").is_file():
         pytest.skip("SST-2 JSON Lines not found (set FTCOURSE_DATA_DIR)")
     return root
+
+
+WORDS = {1: ["good", "great", "fine", "lovely", "superb"], 0: ["bad", "awful", "dull", "poor", "boring"]}
+
+
+def _sentences(n, seed):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        label = i % 2
+        length = int(rng.integers(1, 12))
+        words = [str(rng.choice(WORDS[label]))] + ["the", "movie", "was", "a", "film"][: length % 5] * (1 + length // 5)
+        rows.append({"sentence": " ".join(words), "label": label})
+    return rows
+
+
+@pytest.fixture
+def tiny_setup(tmp_path, monkeypatch):
+    """A small SST-2-shaped folder (48 / 16 / 24 sentences of a learnable toy language) as FTCOURSE_DATA_DIR,
+    and a ci profile sized to it: with ``tiny_bert`` as model_factory, a fine_tune run takes a fraction of a second."""
+    from ftcourse.course import data as ftdata
+    from ftcourse.course.profiles import get_profile
+
+    folder = tmp_path / "sst2"
+    folder.mkdir()
+    for split, n, seed in (("train", 48, 0), ("validation", 16, 1), ("test", 24, 2)):
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _sentences(n, seed)))
+    monkeypatch.setenv("FTCOURSE_DATA_DIR", str(tmp_path))
+    ftdata.cache_clear()
+    profile = get_profile("ci").replace(train_size=48, val_size=None, test_size=None, epochs=2, evals_per_epoch=2,
+                                        batch_size=8, eval_batch_size=8, seeds=(0, 1), lr=1e-3, warmup_ratio=0.0)
+    yield profile
+    ftdata.cache_clear()
+
+
+def tiny_bert(model_id):
+    import transformers as tf
+
+    config = tf.BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=32, max_position_embeddings=64, num_labels=2)
+    return tf.BertForSequenceClassification(config)

@@ -8,7 +8,7 @@ import os
 import nbformat
 import pytest
 
-from ftcourse.cli import main, save_figures
+from ftcourse.course.cli import main, save_figures
 
 # a 1x1 PNG
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
@@ -32,7 +32,7 @@ def test_run_writes_notebooks_tables_figures_and_summary(tmp_path):
     source = f'''
 import base64, pandas as pd
 from IPython.display import Image, display
-from ftcourse.experiment import save_summary
+from ftcourse.course.reports import save_summary
 display(Image(data=base64.b64decode("{base64.b64encode(PNG).decode()}")))
 save_summary("99_demo", pd.DataFrame({{"mean ± std": ["0.5000 ± 0.0100"]}}, index=["baseline"]))
 '''
@@ -103,7 +103,7 @@ def test_a_failing_notebook_keeps_its_outputs_and_the_rest_still_run(tmp_path, c
     notebooks = _demo_notebooks(tmp_path, {
         "97_fails.ipynb": ["print('before the error')", "raise RuntimeError('boom')", "print('never')"],
         "98_fine.ipynb": [
-            "from ftcourse.experiment import claim, save_claims\n"
+            "from ftcourse.course.reports import claim, save_claims\n"
             "save_claims('98_fine', [claim('c', 's', effect='+0.01', verdict='better')])",
         ],
     })
@@ -141,7 +141,7 @@ def test_an_unwritable_results_dir_is_one_line(tmp_path, capsys):
 
 
 def test_saved_notebooks_keep_the_last_state_of_progress_bars():
-    from ftcourse.cli import _coalesce_streams, render_terminal_text
+    from ftcourse.course.cli import _coalesce_streams, render_terminal_text
 
     assert render_terminal_text("a  10%\rb  50%\rc 100%\n") == "c 100%\n"
     assert render_terminal_text("outer 0%\n\rinner 5%\x1b[A\n\rinner 9%\x1b[A\r\x1b[32mouter 50%\x1b[0m") \

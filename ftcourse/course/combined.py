@@ -1,20 +1,22 @@
-"""The combined fine-tuning recipe of notebook 11, as keyword arguments for ``fine_tune``.
+"""Notebook 11's combined recipe as ``fine_tune`` keywords, and the choice between checkpoints and SWA.
 
 Course harness (not a technique module).
 
 The article "Advanced Techniques for Fine-tuning Transformers" (Towards Data Science) stacks five tricks on roberta-base: layer-wise lr decay (LLRD), warmup,
 re-initialising the top layers, SWA, and frequent evaluation keeping the best checkpoint. Each is
-one piece of this package; :func:`recipe_fine_tune_kwargs` switches them on one by one, so that
+one piece of this package; :func:`combined_fine_tune_kwargs` switches them on one by one, so that
 a cumulative table (baseline, + LLRD, + warmup, ...) is a loop over calls::
 
-    from ftcourse.experiment import run_seeds
-    from ftcourse.recipe import recipe_fine_tune_kwargs
+    from ftcourse.course.runner import run_seeds
+    from ftcourse.course.combined import combined_fine_tune_kwargs
 
-    kwargs = recipe_fine_tune_kwargs(llrd_decay=0.9, warmup_ratio=0.1, reinit_layers=1, swa_start=0.75,
+    kwargs = combined_fine_tune_kwargs(llrd_decay=0.9, warmup_ratio=0.1, reinit_layers=1, swa_start=0.75,
                                      evals_per_epoch=4, early_stopping_patience=3)
     results, histories = run_seeds(profile, "full recipe", **kwargs)
 
-With ``ftcourse.train.train`` directly, the same pieces are ``kwargs["prepare_model"](model)``,
+The same run as a :class:`ftcourse.course.Recipe` (``llrd_decay``, ``warmup_ratio``, ``reinit_layers``,
+``swa_start``, ``evals_per_epoch``, ``early_stopping_patience`` with ``select="best"``) gives the same
+numbers through ``ftcourse.course.build_training`` (tests/test_recipes.py). With ``ftcourse.train.train`` directly, the same pieces are ``kwargs["prepare_model"](model)``,
 ``kwargs["param_groups"](model, lr, weight_decay)`` for the optimizer, a warmup schedule and
 ``kwargs["callbacks"](model, optimizer, total_steps)``.
 
@@ -30,11 +32,11 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from .early_stopping import EarlyStopping, EarlyStoppingCallback
-from .llrd import grouped_llrd_param_groups, llrd_param_groups
-from .param_groups import decay_param_groups
-from .reinit import reinit_top_layers
-from .swa import SWACallback
+from ..early_stopping import EarlyStopping, EarlyStoppingCallback
+from ..llrd import grouped_llrd_param_groups, llrd_param_groups
+from ..param_groups import decay_param_groups
+from ..reinit import reinit_top_layers
+from ..swa import SWACallback
 
 
 class BestOfCallback(EarlyStoppingCallback):
@@ -85,7 +87,7 @@ def _check_number(name: str, value, low: float, high: float, *, low_open: bool, 
         raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
 
 
-def recipe_fine_tune_kwargs(
+def combined_fine_tune_kwargs(
     *,
     llrd_decay: float | None = None,
     group_lr_ratios: Sequence[float] | None = None,
@@ -98,7 +100,7 @@ def recipe_fine_tune_kwargs(
     select_best: bool = False,
     made: list | None = None,
 ) -> dict:
-    """Keyword arguments for ``ftcourse.experiment.fine_tune`` / ``run_seeds`` with the chosen pieces on.
+    """Keyword arguments for ``ftcourse.course.fine_tune`` / ``run_seeds`` with the chosen pieces on.
 
     ``llrd_decay``: LLRD, layer i of L at ``lr * decay ** (L - 1 - i)`` (``llrd_param_groups``).
     ``group_lr_ratios``: grouped LLRD instead, group g (bottom first) at ``lr * ratio_g``, the head at

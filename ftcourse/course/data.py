@@ -301,7 +301,7 @@ def make_loader(tokenized, tokenizer, batch_size: int, shuffle: bool, seed: int 
 @functools.lru_cache(maxsize=4)
 def cached_tokenizer(model_id: str):
     """The tokenizer of ``model_id``, loaded once per process."""
-    from .models import load_tokenizer
+    from .pretrained import load_tokenizer
 
     return load_tokenizer(model_id)
 

@@ -1,9 +1,9 @@
 """The first and last cells of every notebook: what runs where, and how long it took.
 
 Course harness (not a technique module): ``notebook_setup()`` in the first cell prints the device,
-the profile and the versions, and starts the clock; ``notebook_footer()`` in the last cell prints
-the elapsed wall time, the profile, the machine and the versions, so every executed notebook says
-how long it took and where.
+the profile and the versions, and starts the clock; ``notebook_footer()`` in the last cell shows
+the elapsed wall time, the profile, the machine, the versions and the runs made, so every executed
+notebook says how long it took and where.
 """
 from __future__ import annotations
 
@@ -34,12 +34,14 @@ def cpu_model() -> str:
 
 
 def machine_description() -> str:
-    """One line: the GPU if there is one, else the CPU model and torch's thread count."""
+    """One line: the GPU if there is one, else the CPU model, torch's CPU capability (the instruction set its
+    kernels use: results are bit-identical between runs at one capability and one thread count) and threads."""
     import torch
 
     if torch.cuda.is_available():
         return f"GPU {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda}); CPU {cpu_model()}"
-    return f"CPU {cpu_model()}, {torch.get_num_threads()} threads ({os.cpu_count()} logical CPUs), no GPU"
+    return (f"CPU {cpu_model()} ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads "
+            f"({os.cpu_count()} logical CPUs), no GPU")
 
 
 def versions() -> str:
@@ -47,7 +49,7 @@ def versions() -> str:
     import torch
     import transformers
 
-    from . import __version__
+    from .. import __version__
 
     return (f"python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
             f"datasets {datasets.__version__}, ftcourse {__version__}")
@@ -87,12 +89,11 @@ def notebook_setup(profile_name: str | None = None):
     """
     import torch
 
+    from ..train import pick_device, use_deterministic_algorithms
     from .profiles import get_profile
-    from .train import pick_device, use_deterministic_algorithms
+    from .runner import forget_runs
 
-    from .experiment import RUN_LOG
-
-    RUN_LOG.clear()
+    forget_runs()
     _started.update(time=time.perf_counter(), profile=None)
     profile = get_profile(profile_name)
     _started["profile"] = profile.name
@@ -111,58 +112,73 @@ def elapsed_s() -> float:
     return float("nan") if start is None else time.perf_counter() - start
 
 
-def runs_summary(run_log: list[dict]) -> str:
+def runs_summary(runs: list[dict]) -> str:
     """One line on the fine-tuning runs of this notebook: how many, of which sizes, where the time went."""
     from collections import Counter
 
-    if not run_log:
+    if not runs:
         return "fine-tuning runs: none"
-    sizes = Counter((r["train_examples"], r["epochs"], r["evals_per_epoch"]) for r in run_log)
+    sizes = Counter((r["train_examples"], r["epochs"], r["evals_per_epoch"]) for r in runs)
     shapes = ", ".join(f"{n}x{e}x{v}: {c}" for (n, e, v), c in sizes.items())
-    train_s = sum(r["train_time_s"] for r in run_log)
-    eval_s = sum(r["eval_time_s"] for r in run_log)
-    total_s = sum(r["total_s"] for r in run_log)
-    return (f"fine-tuning runs: {len(run_log)} (train examples x epochs x evaluations an epoch: {shapes}); "
+    train_s = sum(r["train_time_s"] for r in runs)
+    eval_s = sum(r["eval_time_s"] for r in runs)
+    total_s = sum(r["total_s"] for r in runs)
+    return (f"fine-tuning runs: {len(runs)} (train examples x epochs x evaluations an epoch: {shapes}); "
             f"{total_s / 60:.1f} min in all, {train_s / 60:.1f} training, {eval_s / 60:.1f} evaluating")
 
 
-def notebook_footer(notebook: str | None = None, **plan_options) -> None:
-    """Print the timing footer: elapsed time, profile, machine, versions, and the fine-tuning runs
-    made (it returns nothing, so that the last cell does not show the footer twice). With ``notebook`` ("07_llrd"),
-    the runs are checked against the notebook's plan (``ftcourse.plan.plan(notebook, profile, **plan_options)``):
-    an AssertionError if they differ, so the plan cannot drift."""
-    from .experiment import RUN_LOG
+FOOTER_MIME = "application/vnd.ftcourse.footer+json"
+RUN_RECORD_ENV = "FTCOURSE_RUN_RECORD"
 
+
+def notebook_footer(notebook: str | None = None, **declaration_options) -> None:
+    """Show the footer: elapsed time, profile, machine, versions and the fine-tuning runs made. It returns
+    nothing, so that the last cell does not show the footer twice, and it never fails a learner's notebook.
+
+    The footer is one output with two forms: the text a reader sees, and the same facts as JSON
+    (``FOOTER_MIME``) for the tools that read executed notebooks (:func:`read_footer`). With
+    ``FTCOURSE_RUN_RECORD=FILE`` (CI sets it), it also appends the notebook's runs to FILE, one JSON line:
+    ``tests/test_declared_runs.py`` then checks them against the notebook's declaration
+    (``ftcourse.course.declarations``, with ``declaration_options``, e.g. 04's ``fast``)."""
+    import json
+
+    from .runner import runs_made
+
+    runs = runs_made()
     seconds = elapsed_s()
     minutes = f"{seconds / 60:.1f} min" if seconds == seconds else "unknown (notebook_setup() was not called)"
-    lines = [f"elapsed: {minutes} ({seconds:.0f} s) in the {_started.get('profile') or '?'} profile",
-             runs_summary(RUN_LOG)]
-    if notebook is not None and _started.get("profile"):
-        from .plan import check_runs
-        from .profiles import get_profile
-
-        lines.append(check_runs(notebook, get_profile(_started["profile"]), RUN_LOG, **plan_options))
-    lines += [f"machine: {machine_description()}", f"versions: {versions()}"]
-    print("\n".join(lines))
+    profile = _started.get("profile") or "?"
+    machine = machine_description()
+    lines = [f"elapsed: {minutes} ({seconds:.0f} s) in the {profile} profile", runs_summary(runs),
+             f"machine: {machine}", f"versions: {versions()}"]
+    facts = {"notebook": notebook, "profile": profile, "seconds": round(seconds, 1) if seconds == seconds else None,
+             "runs": len(runs), "machine": machine, "versions": versions()}
+    record = os.environ.get(RUN_RECORD_ENV)
+    if record and notebook:
+        with open(record, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"notebook": notebook, "profile": profile, "options": declaration_options,
+                                "runs": runs}) + "\n")
+    text = "\n".join(lines)
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:
+        get_ipython = None
+    if get_ipython is not None and get_ipython() is not None:
+        display({"text/plain": text, FOOTER_MIME: facts}, raw=True)
+    else:
+        print(text)
 
 
 def read_footer(path) -> dict:
-    """The timing footer of an executed notebook (its last cell's printed output): elapsed ``seconds`` and
-    ``minutes``, ``profile``, fine-tuning ``runs``, ``run_counts`` (runs by (train examples, epochs, evaluations
-    an epoch), as ``ftcourse.plan.Plan.counts``) and ``machine``; {} if the notebook has no footer output."""
+    """The footer facts of an executed notebook (its last cell's ``FOOTER_MIME`` output): ``seconds``,
+    ``profile``, ``runs``, ``machine``, ``versions``; {} if the notebook shows no footer."""
     import json
-    import re
     from pathlib import Path
 
     cells = json.loads(Path(path).read_text(encoding="utf-8"))["cells"]
-    outputs = cells[-1].get("outputs", []) if cells else []
-    text = "".join("".join(o.get("text", "")) for o in outputs if o.get("output_type") == "stream")
-    found = re.search(r"elapsed: ([0-9.]+) min \(([0-9]+) s\) in the (\w+) profile", text)
-    if not found:
-        return {}
-    runs = re.search(r"fine-tuning runs: ([0-9]+)(.*)", text)
-    machine = re.search(r"machine: (.*)", text)
-    counts = {(int(n), int(e), int(v)): int(c) for n, e, v, c in re.findall(r"(\d+)x(\d+)x(\d+): (\d+)", runs.group(2))} if runs else {}
-    return {"minutes": found.group(1), "seconds": int(found.group(2)), "profile": found.group(3),
-            "runs": int(runs.group(1)) if runs else 0, "run_counts": counts,
-            "machine": machine.group(1).strip() if machine else "?"}
+    for output in (cells[-1].get("outputs", []) if cells else []):
+        facts = output.get("data", {}).get(FOOTER_MIME)
+        if facts:
+            return dict(facts)
+    return {}

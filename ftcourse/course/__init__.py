@@ -1,0 +1,31 @@
+"""The course harness: what the notebooks use to declare, run and report experiments.
+
+Not copied into your projects (the technique modules one level up are). Its modules:
+
+* ``recipes``: :class:`Recipe`, one fine-tuning run as plain data, with a stable ``key()``;
+* ``runner``: :func:`build_training` (a recipe put together from the technique modules),
+  :func:`fine_tune` (one run, scored on validation and test), ``run_seeds``;
+* ``declarations``: each notebook's arms (recipes x seeds), comparisons and canaries;
+* ``profiles``: the ``ci``, ``cpu`` and ``gpu`` sizes; ``data``: SST-2 with its three splits;
+  ``pretrained``: the offline MiniLM (or any hub model);
+* ``reports``: summaries, figures and claims tables; ``combined``: notebook 11's pieces and
+  ``BestOfCallback``;
+* ``notebook``: the first and last cells; ``estimate``: predicted minutes per notebook;
+  ``cli``: ``python -m ftcourse info | run | get-data | estimate``.
+
+``Recipe``, ``build_training``, ``fine_tune`` and ``baseline_recipe`` import from here.
+"""
+from __future__ import annotations
+
+_EXPORTS = {"Recipe": "recipes", "SEMANTICS_VERSION": "recipes", "baseline_recipe": "recipes", "canary": "recipes",
+            "build_training": "runner", "fine_tune": "runner", "run_seeds": "runner"}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    # imported on first use, so that `python -m ftcourse info` does not pay for torch before it needs it
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

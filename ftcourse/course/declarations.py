@@ -1,0 +1,543 @@
+"""What each notebook runs, declared once as recipes: the arms, the comparisons, the canaries.
+
+Course harness (not a technique module).
+
+``declaration(notebook, profile)`` gives a notebook's :class:`Declaration`, built from the profile:
+
+* **arms**: labelled recipes x seeds (:class:`Arm`). Identical recipes are one run (one key), within
+  a notebook and across notebooks. An arm whose value is chosen while the notebook runs (an lr
+  chosen on validation) names that field and its grid (:class:`Choice`); an arm whose runs also take
+  code of the notebook's own (a recorder, a teaching copy of a callback) says which (``custom``):
+  its recipe alone does not reproduce it, so it is run live, never banked;
+* **comparisons**: which arms are compared, and how (:class:`Comparison`: paired over seeds,
+  failure rates, equivalence within a margin stated here, before any run);
+* **canaries**: two recipes of at most 60 optimizer steps on the notebook's own code paths, for quick
+  re-runs (:func:`ftcourse.course.recipes.canary`);
+* ``other_work_s``: the seconds of the cells that are not fine-tuning runs, on the reference machine.
+
+Nothing else restates how many runs a notebook makes: ``python -m ftcourse estimate`` reads these
+declarations (profile -> declaration -> throughput -> table), the test that holds every ``gpu``
+notebook to its 20-minute slot reads them, long cells print what they are about to run from them
+(:func:`announce`), and CI checks that what each notebook ran matches its declaration
+(:func:`check_runs`, on the records ``notebook_footer`` writes). A learner's notebook never checks
+itself: changing a seed or an lr there is what the course is for.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .recipes import Recipe, baseline_recipe, canary
+
+# The reference machine: the 2-core development machine of the cpu profile (Intel Xeon, AVX-512),
+# quiet, MiniLM, batch 16, length-grouped: training examples/s and evaluation sentences/s.
+REFERENCE_TRAIN_PER_S = 106.0
+REFERENCE_EVAL_PER_S = 300.0
+REFERENCE_RUN_OVERHEAD_S = 4.0  # model load, optimizer, loaders
+NOTEBOOK_STARTUP_S = 15.0
+
+# The gpu profile's sizing device, a Colab T4, unmeasured here (no T4 was available): roberta-base, fp16 autocast,
+# batch 32, length-grouped SST-2 batches (training batches pad to ~14 tokens on average, evaluation batches of 128
+# to ~28: measured with the course's loaders). Published T4 figures are for 128-token sequences:
+# * training: ModernBERT-base, batch 32, max_length 128, fp16: 0.30 s a batch, ~107 sequences/s ("Your T4 Training
+#   Is 4x Slower Than It Should Be", earino.github.io/applied-deep-learning, blog post 05); bert-base-uncased on
+#   SST-2, batch 16, padded to 128, fp32: 20,000 examples x 2 epochs in 14.6 min, ~46/s (KyriakosTop/
+#   bert-distilbert-compression, notebooks/n8_bert_qlora_gpu_t4.ipynb);
+# * inference: BERT-base, sequence 128, batch 8, fp16: 532.56 sequences/s (NVIDIA DeepLearningExamples,
+#   TensorFlow2/LanguageModeling/BERT/README.md, "Fine-tuning inference performance ... on NVIDIA Tesla T4").
+# Scaled to the shorter batches by tokens, those would be ~980 training examples/s and ~2,400 evaluation
+# sentences/s; short sequences are bound by kernel launches and Python, not arithmetic, so the sizing assumes a
+# third of that: 300 and 1,000 (2.8x and 1.9x the 128-token figures), and 6 s a run to load the model.
+# `python -m ftcourse estimate --profile gpu` on the runtime replaces all three with measurements.
+T4_TRAIN_PER_S = 300.0
+T4_EVAL_PER_S = 1000.0
+T4_RUN_OVERHEAD_S = 6.0
+
+# A notebook's time budget in minutes, per profile: the one place the footer table (README), the nbval report
+# (conftest.py) and the estimate read. ci: nbval on 2 cores (all notebooks together: CI_TOTAL_BUDGET_MIN);
+# cpu: the 2-core laptop; gpu: a workshop slot of compute on a Colab T4 (installs and downloads not counted).
+BUDGET_MIN = {"ci": {"*": 2}, "cpu": {"*": 10, "05": 15, "11": 15}, "gpu": {"*": 20}}
+CI_TOTAL_BUDGET_MIN = 20
+CANARY_MAX_STEPS = 60
+COMPARISON_KINDS = ("paired", "failures", "equivalence", "mcnemar")
+
+
+def budget_minutes(notebook: str, profile_name: str) -> float:
+    """The budget of ``notebook`` ("07" or "07_llrd") in the profile named ``profile_name``."""
+    if profile_name not in BUDGET_MIN:
+        raise ValueError(f"profile_name must be one of {sorted(BUDGET_MIN)}, got {profile_name!r}")
+    budgets = BUDGET_MIN[profile_name]
+    return budgets.get(notebook[:2], budgets["*"])
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A recipe field chosen while the notebook runs (on validation, from the runs of another arm): any of
+    ``values``. The declaration holds the first value as a stand-in, which counts the runs right."""
+    field: str
+    values: tuple
+    on: str = "validation"
+
+
+@dataclass(frozen=True)
+class Arm:
+    """``recipe`` at each of ``seeds`` (each run is ``recipe.replace(seed=s)``), labelled ``label``.
+    ``choice``: a field the notebook chooses while it runs. ``custom``: the code the notebook passes beside
+    the recipe, in words ("" when the recipe is the whole run). ``extra_val_pass``: whether a validation pass
+    follows the loop (callbacks may change the weights; None: derive it from the recipe). ``cell``: the
+    notebook cell that runs it, for :func:`announce` (default: the label)."""
+    label: str
+    recipe: Recipe
+    seeds: tuple[int, ...]
+    choice: Choice | None = None
+    custom: str = ""
+    extra_val_pass: bool | None = None
+    cell: str = ""
+
+    @property
+    def cell_name(self) -> str:
+        return self.cell or self.label
+
+    def runs(self) -> list["DeclaredRun"]:
+        return [DeclaredRun(self.label, self.recipe.replace(seed=s), self.choice, self.custom, self.val_pass)
+                for s in self.seeds]
+
+    @property
+    def val_pass(self) -> bool:
+        if self.extra_val_pass is not None:
+            return self.extra_val_pass
+        r = self.recipe
+        return r.selects_checkpoints or r.swa_start is not None or r.gradual_unfreezing is not None
+
+
+@dataclass(frozen=True)
+class DeclaredRun:
+    label: str
+    recipe: Recipe
+    choice: Choice | None
+    custom: str
+    extra_val_pass: bool
+
+    @property
+    def identity(self) -> tuple:
+        """Identical recipes (and the same custom code) are one run."""
+        return self.recipe.key(), self.custom
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Arm ``a`` against arm ``b``, by ``kind``: "paired" (paired t over seeds), "failures" (Fisher's exact
+    test on failure counts), "equivalence" (TOST within ``margin``, stated here before any run) or
+    "mcnemar" (the same models of ``a`` evaluated two ways, ``what`` says which: then ``a`` may be ``b``)."""
+    a: str
+    b: str
+    kind: str = "paired"
+    margin: float | None = None
+    what: str = ""
+
+    def __post_init__(self):
+        if self.kind not in COMPARISON_KINDS:
+            raise ValueError(f"Comparison kind must be one of {', '.join(COMPARISON_KINDS)}, got {self.kind!r}")
+        if (self.kind == "equivalence") != (self.margin is not None):
+            raise ValueError("an equivalence comparison needs its margin (> 0), and only it takes one")
+        if self.margin is not None and not self.margin > 0:
+            raise ValueError(f"margin must be > 0, got {self.margin!r}")
+
+
+@dataclass(frozen=True)
+class Declaration:
+    notebook: str
+    arms: tuple[Arm, ...]
+    comparisons: tuple[Comparison, ...] = ()
+    canaries: tuple[Recipe, ...] = ()
+    other_work_s: float = 0.0  # other cells, seconds on the reference machine
+    note: str = ""
+    cells: tuple[str, ...] = field(default=())  # every cell that runs arms, with those this profile switches off
+
+    def __post_init__(self):
+        object.__setattr__(self, "cells", tuple(dict.fromkeys((*self.cells, *(a.cell_name for a in self.arms)))))
+        known = {a.label for a in self.arms}
+        object.__setattr__(self, "arms", tuple(a for a in self.arms if a.seeds))
+        for c in self.comparisons:
+            missing = {c.a, c.b} - known
+            if missing:
+                raise ValueError(f"{self.notebook}: comparison of undeclared arm(s) {sorted(missing)}")
+        for recipe in self.canaries:
+            if recipe.total_steps() > CANARY_MAX_STEPS:
+                raise ValueError(f"{self.notebook}: a canary runs {recipe.total_steps()} optimizer steps, "
+                                 f"more than {CANARY_MAX_STEPS}")
+
+    def runs(self, arms=None) -> list[DeclaredRun]:
+        """The distinct runs of ``arms`` (default: all), in declaration order: identical recipes are one run."""
+        seen, out = set(), []
+        for arm in self.arms if arms is None else arms:
+            for run in arm.runs():
+                if run.identity not in seen:
+                    seen.add(run.identity)
+                    out.append(run)
+        return out
+
+    def new_runs(self, *cells: str) -> list[DeclaredRun]:
+        """The runs the arms of ``cells`` add to the arms declared before them (what those cells run)."""
+        arms = self.group(*cells)
+        first = min(self.arms.index(a) for a in arms) if arms else len(self.arms)
+        before = {r.identity for r in self.runs(self.arms[:first])}
+        return [r for r in self.runs(self.arms[:first] + arms) if r.identity not in before]
+
+    @property
+    def n_runs(self) -> int:
+        return len(self.runs())
+
+    def group(self, *cells: str) -> tuple[Arm, ...]:
+        """The arms of these cells (those a profile switches off are absent: an empty tuple)."""
+        unknown = [cell for cell in cells if cell not in self.cells]
+        if unknown:
+            raise KeyError(f"{self.notebook} declares no cell {unknown}; its cells: {list(self.cells)}")
+        return tuple(a for a in self.arms if a.cell_name in cells)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cost: what estimate, announce and the gpu-slot test compute from a declaration
+# ---------------------------------------------------------------------------------------------
+def eval_sizes(recipe: Recipe) -> tuple[int, int]:
+    return recipe.val_size or 872, recipe.test_size or 1821
+
+
+def run_seconds(run: DeclaredRun, train_per_s: float, eval_per_s: float, overhead_s: float) -> float:
+    """Seconds for one run at the given throughputs: its training examples, its validation passes (and the
+    one after the loop where callbacks may change the weights), the test pass and the per-run overhead."""
+    r = run.recipe
+    steps = r.total_steps()
+    passes = min(r.epochs * r.evals_per_epoch, steps) + run.extra_val_pass
+    val_n, test_n = eval_sizes(r)
+    return steps * r.batch_size / train_per_s + (passes * val_n + test_n) / eval_per_s + overhead_s
+
+
+def train_examples(run: DeclaredRun) -> int:
+    return run.recipe.total_steps() * run.recipe.batch_size
+
+
+def seconds(declared: Declaration, train_per_s: float = REFERENCE_TRAIN_PER_S,
+            eval_per_s: float = REFERENCE_EVAL_PER_S, overhead_s: float = REFERENCE_RUN_OVERHEAD_S) -> float:
+    """Predicted wall time of a notebook at these throughputs (its other work scaled by the training speed)."""
+    total = sum(run_seconds(r, train_per_s, eval_per_s, overhead_s) for r in declared.runs())
+    return total + declared.other_work_s * REFERENCE_TRAIN_PER_S / train_per_s + NOTEBOOK_STARTUP_S
+
+
+def announce(declared: Declaration, *cells: str) -> None:
+    """The line a long experiment cell prints first: how many new runs its arms (those of ``cells``; none: every
+    arm) add, of which sizes, and about how long that takes on the 2-core reference machine
+    (``python -m ftcourse estimate`` predicts this machine). It returns nothing, so that a cell ending
+    with it does not show the line twice."""
+    runs = declared.new_runs(*cells) if cells else declared.runs()
+    if not runs:
+        print("this cell runs no new fine-tuning run (the declaration reuses earlier runs, or the profile switches "
+              "these arms off)")
+        return
+    s = sum(run_seconds(r, REFERENCE_TRAIN_PER_S, REFERENCE_EVAL_PER_S, REFERENCE_RUN_OVERHEAD_S) for r in runs)
+    sizes = ", ".join(dict.fromkeys(f"{r.recipe.train_size} examples x {r.recipe.epochs} epoch{'s' * (r.recipe.epochs != 1)}"
+                                    for r in runs))
+    print(f"this cell runs {len(runs)} fine-tuning run{'s' * (len(runs) != 1)} ({sizes}), about "
+          f"{max(1, round(s / 60))} min on the 2-core reference machine (`python -m ftcourse estimate` predicts this machine)")
+
+
+# ---------------------------------------------------------------------------------------------
+# The check: what a notebook ran against what it declares (CI runs it on the footer's records)
+# ---------------------------------------------------------------------------------------------
+def _modulo(changes: dict, name: str) -> dict:
+    return {k: v for k, v in changes.items() if k not in (name, "seed")} | {"seed": changes.get("seed", 0)}
+
+
+def check_runs(declared: Declaration, made: list[dict]) -> list[str]:
+    """What differs between the runs a notebook made (records of ``ftcourse.course.runner.runs_made``: key,
+    recipe changes, custom code) and its declaration: one line per run declared and not made, or made and not
+    declared. Empty: they match. A run matches a declared run with the same key and the same kind (custom code
+    or none); a run of an arm with a :class:`Choice` matches where only the chosen field differs, within its grid."""
+    pending = list(declared.runs())
+    unmatched = []
+    for record in made:
+        custom = bool(record.get("custom"))
+        exact = next((d for d in pending if d.recipe.key() == record["key"] and bool(d.custom) == custom), None)
+        if exact is None:
+            exact = next((d for d in pending if d.choice is not None and bool(d.custom) == custom
+                          and record["recipe"].get(d.choice.field, _default(d.choice.field)) in d.choice.values
+                          and _modulo(record["recipe"], d.choice.field) == _modulo(d.recipe.changes(), d.choice.field)),
+                         None)
+        if exact is None:
+            unmatched.append(record)
+        else:
+            pending.remove(exact)
+    lines = [f"declared, not run: {d.label} ({d.recipe.describe()}{', custom: ' + d.custom if d.custom else ''})"
+             for d in pending]
+    lines += [f"run, not declared: {r.get('label') or '?'} ({Recipe.from_dict(r['recipe']).describe()}"
+              f"{', custom: ' + ', '.join(r['custom']) if r.get('custom') else ''})" for r in unmatched]
+    return lines
+
+
+def _default(name: str):
+    return Recipe().to_dict()[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# The declarations, one function a notebook, built from the profile as the notebook's code runs them.
+# other_work_s: elapsed minus the runs' minutes of the notebook's cpu footer, else a guess; ci has its own.
+# ---------------------------------------------------------------------------------------------
+def _other(p, cpu: float, ci: float) -> float:
+    """A notebook's other work in seconds on the reference machine: ``cpu`` measured in the cpu profile (elapsed
+    minus the runs of its footer), ``ci`` in the ci profile (nbval time minus the declared runs). The gpu profile
+    has no measurement: it takes the cpu figure (scaled by the measured training speed, like every other work)."""
+    return ci if p.name == "ci" else cpu
+
+
+def fast_low_precision() -> bool:
+    """Whether 04 is expected to run its fp32-vs-low-precision comparison here. The notebook decides on a
+    measurement (low precision at >= ``mixed_precision.min_speed_ratio`` of fp32's speed); a declaration is made
+    before it, so this stands in for it: a CUDA GPU, or a CPU with native bf16 (AVX512-BF16, AMX: the
+    reference machine measured above the ratio). A CPU without them emulates bf16 at ~0.06x fp32 (measured on
+    an AVX2 machine), and 04 then trains one fp32 model only; MPS and machines without /proc/cpuinfo are
+    declared that way too (unmeasured)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _canaries(*recipes: Recipe) -> tuple[Recipe, ...]:
+    return tuple(canary(r.replace(seed=i), CANARY_MAX_STEPS) for i, r in enumerate(recipes))
+
+
+def _baseline(p) -> Declaration:
+    base = baseline_recipe(p)
+    # other work (data statistics, one model load, the no-mask test pass of every seed's model): 404 s - 5.7 min
+    return Declaration("01_baseline", (Arm("baseline", base, p.seeds),),
+                       comparisons=(Comparison("baseline", "baseline", "mcnemar",
+                                               what="evaluated with and without attention_mask"),),
+                       canaries=_canaries(base, base), other_work_s=_other(p, 62, ci=10))
+
+
+def _accumulation(p) -> Declaration:
+    a = p.accumulation
+    base = baseline_recipe(p).replace(train_size=a.train_size, epochs=a.epochs, evals_per_epoch=a.evals_per_epoch)
+    other_seeds = tuple(s for s in a.seeds if s != a.sweep_seed)
+    sweep, chosen = [], []
+    for effective, lrs in a.lr_grids:
+        k = -(-effective // p.batch_size)
+        batch = base.replace(batch_size=p.batch_size * k, accumulation_steps=k)
+        sweep += [Arm(f"lr sweep, effective batch {effective}", batch.replace(lr=lr), (a.sweep_seed,), cell="lr sweep")
+                  for lr in lrs]
+        chosen.append(Arm(f"effective batch {effective}", batch.replace(lr=lrs[0]), other_seeds,
+                          choice=Choice("lr", tuple(lrs)), cell="more seeds at the chosen lrs"))
+    # other work (the float64 proof, Trainer's 3 one-step runs, the micro-batch sweep, the batch-size finder): 46 s
+    return Declaration("02_gradient_accumulation", (*sweep, *chosen),
+                       comparisons=(Comparison(chosen[-1].label, chosen[0].label),),
+                       canaries=_canaries(sweep[0].recipe, sweep[-1].recipe), other_work_s=_other(p, 46, ci=30),
+                       cells=("lr sweep", "more seeds at the chosen lrs"))
+
+
+def _freezing(p) -> Declaration:
+    f = p.freezing
+    base = baseline_recipe(p).replace(train_size=f.train_size, epochs=f.epochs, evals_per_epoch=1)
+    cell = "full fine-tuning and frozen blocks"
+    frozen = [Arm(f"bottom {n} blocks frozen", base, f.seeds, custom=f"freeze_bottom_layers(model, {n})", cell=cell)
+              for n in f.frozen_layers if n]
+    arms = (Arm("full fine-tuning", base, f.seeds, custom="BlockNorms recorder (optimizer hooks)", cell=cell), *frozen,
+            Arm("gradual unfreezing", base, f.gradual_seeds, custom="GradualUnfreezing callback, all_param_groups",
+                extra_val_pass=True))
+    # the linear probes train on cached features, not through fine_tune. Other work (probes, gradient norms,
+    # timing): 73 s
+    return Declaration("03_freezing", arms,
+                       comparisons=tuple(Comparison(a.label, "full fine-tuning") for a in frozen),
+                       canaries=_canaries(base.replace(freeze_layers=max(f.frozen_layers)),
+                                          base.replace(gradual_unfreezing=0.5)),
+                       other_work_s=_other(p, 73, ci=20))
+
+
+def _mixed_precision(p, fast: bool | None = None) -> Declaration:
+    """``fast``: whether low precision trains at speed here (None: :func:`fast_low_precision` guesses)."""
+    m = p.mixed_precision
+    fp32 = baseline_recipe(p).replace(train_size=m.train_size, epochs=m.epochs, evals_per_epoch=1, precision=None)
+    fast = fast_low_precision() if fast is None else fast
+    import torch
+
+    low = fp32.replace(precision="auto" if torch.cuda.is_available() else "bf16")
+    # other work: 36 s (reference machine, native bf16); emulated bf16 adds ~150 s (timed bf16 steps, its test pass)
+    canaries = _canaries(fp32, low)
+    if fast:
+        return Declaration("04_mixed_precision", (Arm("fp32", fp32, m.seeds), Arm("low precision", low, m.seeds)),
+                           comparisons=(Comparison("low precision", "fp32"),), canaries=canaries,
+                           other_work_s=_other(p, 36, ci=20))
+    return Declaration("04_mixed_precision", (Arm("fp32", fp32, m.seeds[:1]),), canaries=canaries[:1] + canaries[:1],
+                       other_work_s=_other(p, 36 + 150, ci=20 + 40), cells=("fp32", "low precision"),
+                       note="low precision expected too slow to train here (fast_low_precision)")
+
+
+_OPTIMIZER_KWARGS = {"SGD": {"momentum": 0.9}, "LARS": {"momentum": 0.9}}
+
+
+def _optimizers(p) -> Declaration:
+    o = p.optimizers
+    base = baseline_recipe(p).replace(evals_per_epoch=o.evals_per_epoch)
+    few = base.replace(train_size=o.few_sample_size, epochs=o.few_sample_epochs)
+    sweep = base.replace(train_size=o.sweep_train_size, epochs=o.epochs)
+    main = base.replace(train_size=o.train_size, epochs=o.epochs)
+    grid = dict(o.lr_grid)
+
+    def custom(name):
+        return f"ftcourse.optim {name} factory"
+
+    arms = []
+    for name in ("AdamW", "BERTAdam"):
+        arms += [Arm("BERTAdam vs AdamW, lr sweep and seeds", few.replace(lr=lr), o.few_sample_sweep_seeds, custom=custom(name))
+                 for lr in o.few_sample_lrs]
+        arms.append(Arm("BERTAdam vs AdamW, lr sweep and seeds", few.replace(lr=o.few_sample_lrs[0]), o.few_sample_seeds,
+                        custom=custom(name), choice=Choice("lr", tuple(o.few_sample_lrs))))
+    for name, lrs in grid.items():
+        arms += [Arm("seven optimizers, lr sweep", sweep.replace(lr=lr), o.sweep_seeds, custom=custom(name)) for lr in lrs]
+    for name, lrs in grid.items():
+        # AdamW's choice comes from the few-sample runs where the sizes match (every profile): any lr of the grid
+        # stands in for the chosen one, as long as the same choice is made in both places
+        stand_in = o.few_sample_lrs[0] if name == "AdamW" and o.few_sample_lrs[0] in lrs else lrs[0]
+        arms.append(Arm("seven optimizers at their chosen lrs", main.replace(lr=stand_in), o.seeds, custom=custom(name),
+                        choice=Choice("lr", tuple(lrs))))
+    # other work: 11 s
+    return Declaration("05_optimizers_from_scratch", tuple(arms),
+                       canaries=_canaries(few.replace(optimizer="BERTAdam"), few.replace(optimizer="AdamW")),
+                       other_work_s=_other(p, 11, ci=0))
+
+
+def _schedules(p) -> Declaration:
+    s = p.schedules
+    base = baseline_recipe(p).replace(train_size=s.train_size, epochs=s.epochs, evals_per_epoch=1)
+    steps = base.total_steps()
+    warmup = max(1, round(p.warmup_ratio * steps))  # as the notebook: at least one warmup step
+    warmup_ratio = warmup / steps
+    decay = steps - warmup
+    kwargs = {"linear": {}, "constant": {}, "cosine": {},
+              "cosine_with_restarts": {"num_cycles": s.restart_cycles},
+              "step": {"step_size": math.ceil(decay / 2), "gamma": s.step_gamma},
+              "exponential": {"gamma": s.exponential_final ** (1 / decay)}}
+    recipes = {name: base.replace(schedule=name, warmup_ratio=warmup_ratio, schedule_kwargs=kwargs[name])
+               for name in ("linear", *s.compared)}
+    if "constant" in recipes:
+        recipes["constant"] = base.replace(schedule="constant", warmup_ratio=0.0, evals_per_epoch=s.evals_per_epoch)
+    arms = [Arm(name, recipe, s.seeds, cell="constant lr" if name == "constant" else "schedules")
+            for name, recipe in recipes.items()]
+    extra_lrs = [lr for lr in s.sweep_lrs if not math.isclose(lr, p.lr)]  # the profile's lr is reused from the runs
+    arms += [Arm(f"{name}, lr sweep", recipes[name].replace(evals_per_epoch=1, lr=lr), (s.sweep_seed,),
+                 cell="lr sweep of linear and constant") for name in ("linear", "constant") for lr in extra_lrs]
+    arms.append(Arm("ReduceLROnPlateau", recipes["constant"].replace(evals_per_epoch=s.evals_per_epoch),
+                    s.seeds[:s.plateau_runs], custom="PlateauOnValidation callback"))
+    # the LR range test is not a fine_tune run. Other work: 26 s
+    return Declaration("06_lr_schedules", tuple(arms),
+                       comparisons=tuple(Comparison(name, "linear") for name in s.compared),
+                       canaries=_canaries(recipes["linear"], recipes.get("constant", recipes["linear"])),
+                       other_work_s=_other(p, 26, ci=0), cells=("schedules", "constant lr"))
+
+
+def _llrd(p) -> Declaration:
+    l = p.llrd
+    base = baseline_recipe(p).replace(train_size=l.train_size, epochs=l.epochs, evals_per_epoch=1)
+    llrd = "llrd_param_groups factory"
+    arms = [Arm(f"LLRD ({d})", base, l.selection_seeds, custom=f"{llrd} (decay {d})", cell="decay selection")
+            for d in l.decays]
+    arms += [Arm("plain", base, l.seeds, cell="comparison"),
+             Arm("LLRD", base, l.seeds, custom=f"{llrd} (the chosen decay)", cell="comparison")]
+    if l.grouped:
+        arms.append(Arm("grouped LLRD", base, l.seeds, custom="grouped_llrd_param_groups factory", cell="comparison"))
+    if l.article_lrs:
+        arms.append(Arm("article's exact lrs", base.replace(lr=3.5e-6), l.seeds, custom=f"{llrd} (the article's lrs)",
+                        cell="comparison"))
+    arms.append(Arm("same-mean-rate control", base, l.control_seeds, custom=f"{llrd} (same mean rate)"))
+    # other work (model loads, lr tables): 5 s
+    return Declaration("07_llrd", tuple(arms), comparisons=(Comparison("LLRD", "plain"),),
+                       canaries=_canaries(base.replace(llrd_decay=l.decays[0]), base),
+                       other_work_s=_other(p, 5, ci=0), cells=("same-mean-rate control",))
+
+
+def _reinit(p) -> Declaration:
+    r = p.reinit
+    base = baseline_recipe(p).replace(train_size=r.train_size, epochs=r.epochs, lr=r.lr, evals_per_epoch=1,
+                                      val_size=r.curve_val_size)
+    arms = tuple(Arm(f"re-init {k}", base, r.seeds, custom=f"reinit_top_layers(model, {k})") for k in r.layers)
+    # other work (model loads, the noise split and head initialisers): 9 s
+    return Declaration("08_reinit", arms,
+                       comparisons=tuple(Comparison(a.label, arms[0].label) for a in arms[1:]),
+                       canaries=_canaries(base.replace(reinit_layers=max(r.layers)), base),
+                       other_work_s=_other(p, 9, ci=5))
+
+
+def _swa(p) -> Declaration:
+    w = p.swa
+    base = baseline_recipe(p).replace(train_size=w.train_size, epochs=w.epochs, evals_per_epoch=w.evals_per_epoch)
+    # per seed: the normal schedule (callbacks average its tail) and SWA. Other work (demo runs, scoring): 102 s
+    arms = (Arm("normal schedule", base, w.seeds, custom="tail-average and EMA callbacks", extra_val_pass=True),
+            Arm("SWA", base, w.seeds, custom="SWACallback", extra_val_pass=True))
+    return Declaration("09_swa", arms, comparisons=(Comparison("SWA", "normal schedule"),),
+                       canaries=_canaries(base.replace(swa_start=w.start), base),
+                       other_work_s=_other(p, 102, ci=30))
+
+
+def _early_stopping(p) -> Declaration:
+    e = p.early_stopping
+    base = baseline_recipe(p).replace(train_size=e.train_size, epochs=e.epochs, evals_per_epoch=e.evals_per_epoch,
+                                      schedule=e.schedule)
+    stopped = base.replace(early_stopping_patience=e.patience, select="best")
+    # one watched run a seed (the rules are replayed on it), then one real early-stopped run of the first seed.
+    # Other work (testing each rule's checkpoint): 51 s
+    arms = (Arm("watched runs", base, e.seeds, custom="Watch callback (replays the stopping rules)", extra_val_pass=True),
+            Arm("real early stopping", stopped, e.seeds[:1]))
+    return Declaration("10_early_stopping", arms, canaries=_canaries(stopped, base), other_work_s=_other(p, 51, ci=5))
+
+
+def _combined(p) -> Declaration:
+    c = p.combined
+    base = baseline_recipe(p).replace(train_size=c.train_size, epochs=c.epochs, evals_per_epoch=1, warmup_ratio=0.0)
+    warm = base.replace(warmup_ratio=p.warmup_ratio)
+    often = warm.replace(evals_per_epoch=p.evals_per_epoch)
+    kit = "combined_fine_tune_kwargs pieces"
+    rows, full_cell = "baseline, + LLRD, + warmup, + re-init", "full recipe (and its grouped-LLRD variant where the profile has it)"
+    control = "run-length control (+ LLRD, + warmup)"
+    arms = [Arm("baseline", base, c.seeds, custom=f"{kit} (baseline)", cell=rows),
+            Arm("+ LLRD", base, c.seeds, custom=f"{kit} (+ LLRD)", cell=rows),
+            Arm("+ warmup", warm, c.seeds, custom=f"{kit} (+ warmup)", cell=rows),
+            Arm("+ re-init", warm, c.seeds, custom=f"{kit} (+ re-init)", cell=rows),
+            Arm("+ SWA", warm, c.seeds, custom=f"{kit} (+ SWA)", extra_val_pass=True),
+            Arm("+ frequent eval", often, c.seeds, custom=f"{kit} (full)", extra_val_pass=True, cell=full_cell)]
+    if c.grouped_llrd:
+        arms.append(Arm("full recipe, grouped LLRD", often, c.seeds, custom=f"{kit} (full, grouped LLRD)",
+                        extra_val_pass=True, cell=full_cell))
+    arms += [Arm("+ LLRD, longer", base.replace(epochs=c.control_epochs), c.seeds, custom=f"{kit} (+ LLRD, longer)",
+                 cell=control),
+             Arm("+ warmup, longer", warm.replace(epochs=c.control_epochs), c.seeds, custom=f"{kit} (+ warmup, longer)",
+                 cell=control)]
+    full = often.replace(llrd_decay=c.llrd_decay, reinit_layers=c.reinit_layers, swa_start=c.swa_start,
+                         early_stopping_patience=c.patience, select="best")
+    # Other work: 19 s
+    return Declaration("11_putting_it_together", tuple(arms),
+                       comparisons=tuple(Comparison(a.label, b.label) for a, b in zip(arms[1:6], arms[:5])),
+                       canaries=_canaries(full, base), other_work_s=_other(p, 19, ci=0), cells=(full_cell,))
+
+
+DECLARATIONS: dict = {  # notebook number ("07") -> function(profile) -> Declaration
+    "01": _baseline, "02": _accumulation, "03": _freezing, "04": _mixed_precision, "05": _optimizers,
+    "06": _schedules, "07": _llrd, "08": _reinit, "09": _swa, "10": _early_stopping, "11": _combined,
+}
+
+
+def declaration(notebook: str, profile, **options) -> Declaration | None:
+    """The declaration of ``notebook`` ("07" or "07_llrd") in ``profile``; None if it has none. ``options`` go to
+    the notebook's function (04: ``fast``, whether low precision trains at speed, once the notebook measured it)."""
+    make = DECLARATIONS.get(notebook[:2])
+    return None if make is None else make(profile, **options)
+
+
+def run_counts(declared: Declaration) -> Counter:
+    """Runs by (training examples, epochs, evaluations an epoch): a summary for tables."""
+    return Counter((r.recipe.train_size, r.recipe.epochs, r.recipe.evals_per_epoch) for r in declared.runs())
