@@ -72,7 +72,9 @@ def test_the_footer_records_the_runs_for_ci_and_never_checks_them_itself(tmp_pat
     assert "fine-tuning runs: 1 (" in capsys.readouterr().out
     record = tmp_path / "runs.jsonl"
     monkeypatch.setenv(ftnb.RUN_RECORD_ENV, str(record))
-    ftnb.notebook_footer("04_mixed_precision", fast=False)
+    import numpy as np
+
+    ftnb.notebook_footer("04_mixed_precision", fast=np.bool_(False))  # what 04's cell decided: a numpy bool
     line = json.loads(record.read_text())
     assert line["notebook"] == "04_mixed_precision" and line["options"] == {"fast": False}
     assert line["profile"] == "ci" and line["runs"][0]["recipe"] == {"seed": 9}

@@ -156,8 +156,9 @@ def notebook_footer(notebook: str | None = None, **declaration_options) -> None:
     record = os.environ.get(RUN_RECORD_ENV)
     if record and notebook:
         with open(record, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"notebook": notebook, "profile": profile, "options": declaration_options,
-                                "runs": runs}) + "\n")
+            # numpy scalars (04's fast=run_training is a numpy bool) as plain values: the footer never fails a notebook
+            f.write(json.dumps({"notebook": notebook, "profile": profile, "options": declaration_options, "runs": runs},
+                               default=lambda value: value.item() if hasattr(value, "item") else str(value)) + "\n")
     text = "\n".join(lines)
     try:
         from IPython import get_ipython
