@@ -53,10 +53,11 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import optimize, stats
 
 __all__ = [
     "paired_t", "mcnemar", "bootstrap_diff", "holm", "seeds_needed", "seeds_for_half_width", "compare",
@@ -65,6 +66,8 @@ __all__ = [
 
 VERDICTS = ("better", "worse", "no detectable difference")
 
+# No verdict from fewer seeds: 2 seeds estimate the noise from 1 degree of freedom (module docstring).
+_MIN_SEEDS = 3
 # Searches over n stop here: an effect that needs more seeds than this is not one to chase.
 _MAX_SEEDS = 100_000
 # Bytes of one chunk of example-level bootstrap weights: keeps memory flat whatever n_boot is.
@@ -313,8 +316,8 @@ def holm(p_values):
 
 
 def _first_n(condition, what):
-    """Smallest n in [2, _MAX_SEEDS] with condition(n_array) true, searched in growing blocks."""
-    lo = 2
+    """Smallest n in [_MIN_SEEDS, _MAX_SEEDS] with condition(n_array) true, searched in growing blocks."""
+    lo = _MIN_SEEDS
     hi = 64
     while lo <= _MAX_SEEDS:
         n = np.arange(lo, min(hi, _MAX_SEEDS) + 1)
@@ -326,15 +329,54 @@ def _first_n(condition, what):
                      f"to be resolved by adding seeds")
 
 
-def _paired_power(n, effect_over_sd, alpha):
-    df = n - 1
+def _t_power(df, nc, alpha):
+    """Power of the two-sided one-sample/paired t-test at level ``alpha``: df, noncentrality nc >= 0.
+
+    ``P(T > t_crit) + P(T < -t_crit)`` with T noncentral t(df, nc). scipy's noncentral t returns
+    NaN for the far tail ``P(T < -t_crit)`` once nc exceeds about 7 (a probability below 1e-12
+    there, since nc >= 0): that NaN is read as 0, and any power still NaN is read as 1 (a huge
+    noncentrality). Without this, ``seeds_needed`` was not monotone in ``std_diff``: NaN >= power
+    is False, so an n whose power was NaN was skipped (std 0.0004 gave 4 seeds, 0.0005 gave 3).
+    """
+    df = np.asarray(df, dtype=np.float64)
+    nc = np.asarray(nc, dtype=np.float64)
     t_crit = stats.t.ppf(1.0 - alpha / 2.0, df)
-    nc = effect_over_sd * np.sqrt(n)
-    return stats.nct.sf(t_crit, df, nc) + stats.nct.cdf(-t_crit, df, nc)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        upper = stats.nct.sf(t_crit, df, nc)
+        lower = stats.nct.cdf(-t_crit, df, nc)
+    lower = np.where(np.isnan(lower) & (nc > 0), 0.0, lower)
+    power = upper + lower
+    return np.where(np.isnan(power), 1.0, np.clip(power, 0.0, 1.0))
+
+
+def _paired_power(n, effect_over_sd, alpha):
+    n = np.asarray(n, dtype=np.float64)
+    return _t_power(n - 1, abs(effect_over_sd) * np.sqrt(n), alpha)
+
+
+def _mde(n, std_diff, alpha, power=0.8):
+    """Smallest true effect a two-sided paired t-test of n seeds detects with ``power``.
+
+    Inverts the exact power of :func:`_t_power` in the noncentrality (monotone for nc >= 0) with
+    Brent's method: ``mde = nc* * std_diff / sqrt(n)`` where ``power(n - 1, nc*, alpha) = power``.
+    Not the textbook ``(t_{1-alpha/2} + t_{power}) * se`` shortcut, which ignores the far tail and
+    the noncentral shape (a few per cent off at 5 seeds). NaN for n < 3 or std_diff == 0 (nothing
+    to invert: no verdict below 3 seeds, and a zero sd "detects" any effect).
+    """
+    if n < _MIN_SEEDS or not (std_diff > 0 and math.isfinite(std_diff)):
+        return math.nan
+    df = n - 1
+    target = lambda nc: float(_t_power(df, nc, alpha)) - power  # noqa: E731
+    hi = float(stats.t.ppf(1.0 - alpha / 2.0, df)) + 4.0
+    while target(hi) < 0:
+        hi *= 2.0
+    nc = optimize.brentq(target, 0.0, hi, xtol=1e-12, rtol=1e-12)
+    return float(nc * std_diff / math.sqrt(n))
 
 
 def seeds_needed(std_diff, effect, power=0.8, alpha=0.05):
-    """Smallest number of seeds n >= 2 at which a two-sided paired t-test reaches ``power``.
+    """Smallest number of seeds n >= 3 at which a two-sided paired t-test reaches ``power``.
 
     ``std_diff``: the standard deviation over seeds of the paired difference (a pilot estimate,
     e.g. ``paired_t(a, b)["se"] * sqrt(n)``); ``effect``: the true mean difference to detect.
@@ -344,7 +386,10 @@ def seeds_needed(std_diff, effect, power=0.8, alpha=0.05):
         power(n) = P(T > t_crit) + P(T < -t_crit),   t_crit = t_{n-1, 1 - alpha/2}
 
     (exact for normal differences; both tails count, since the test is two-sided). Returns the
-    first n with ``power(n) >= power``. The search stops at 100,000 seeds with a ValueError.
+    first n >= 3 with ``power(n) >= power``: never fewer than 3, because :func:`compare` gives no
+    verdict below 3 seeds. Monotone non-decreasing in ``std_diff`` and never NaN (scipy's NaN
+    tails at a huge noncentrality are read as power 1; see ``_t_power``). The search stops at
+    100,000 seeds with a ValueError.
     """
     std_diff = _check_positive("std_diff", std_diff)
     if isinstance(effect, bool) or not isinstance(effect, numbers.Real) or not math.isfinite(effect) or effect == 0:
@@ -357,13 +402,15 @@ def seeds_needed(std_diff, effect, power=0.8, alpha=0.05):
 
 
 def seeds_for_half_width(std_diff, half_width, confidence=0.95):
-    """Smallest n >= 2 with ``t_{n-1, (1+confidence)/2} * std_diff / sqrt(n) <= half_width``.
+    """Smallest n >= 3 with ``t_{n-1, (1+confidence)/2} * std_diff / sqrt(n) <= half_width``.
 
     How many seeds a comparison needs for its paired-t interval to be +-``half_width``, if the
     standard deviation of the per-seed difference is ``std_diff`` (the interval's expected
-    half-width, with the sample sd replaced by its planning value). Used by notebooks to say
-    "not resolvable at this size: k seeds needed". ``std_diff = 0`` gives 2. The search stops at
-    100,000 seeds with a ValueError.
+    half-width, with the sample sd replaced by its planning value). Never fewer than 3 (no
+    verdict below 3 seeds); ``std_diff = 0`` gives 3. A half-width is the precision of an
+    estimate, not a detection guarantee: a true effect equal to it is detected only about half
+    the time (use :func:`seeds_needed` for that). The search stops at 100,000 seeds with a
+    ValueError.
     """
     std_diff = _check_positive("std_diff", std_diff, allow_zero=True)
     half_width = _check_positive("half_width", half_width)
