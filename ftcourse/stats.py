@@ -65,6 +65,7 @@ __all__ = [
 ]
 
 VERDICTS = ("better", "worse", "no detectable difference")
+"""The three verdicts of :func:`compare` from 3 or more paired seeds; below 3 it is :func:`too_few_seeds`."""
 
 # No verdict from fewer seeds: 2 seeds estimate the noise from 1 degree of freedom (module docstring).
 _MIN_SEEDS = 3
@@ -72,6 +73,15 @@ _MIN_SEEDS = 3
 _MAX_SEEDS = 100_000
 # Bytes of one chunk of example-level bootstrap weights: keeps memory flat whatever n_boot is.
 _CHUNK_BYTES = 8 * 2**20
+
+
+
+
+def too_few_seeds(n):
+    """The verdict of a :func:`compare` row with fewer than 3 paired seeds: ``"too few seeds (n = 2)"``."""
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral) or n < 0:
+        raise ValueError(f"n must be an integer >= 0 (the number of paired seeds); got {n!r}")
+    return f"too few seeds (n = {int(n)})"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -468,26 +478,38 @@ def compare(results, baseline=None, *, pairs=None, metric="test_accuracy", by="l
     Pairing is by the ``seed`` column, never by row order; only seeds present for both are used
     (sorted, so the table does not depend on row order); a duplicated (label, seed) is an error.
 
-    Columns (index ``configuration`` = a):
+    Columns (index ``configuration`` = a), m = the number of comparisons in this call (rows that
+    could not be tested count too: they were part of the family a notebook set out to test):
 
     * ``reference`` (b), ``n`` (paired seeds used), ``mean_a``, ``mean_b``, ``mean_diff`` (means
       over those seeds);
-    * ``low``, ``high``: the paired-t interval (:func:`paired_t`) at ``confidence``, per
-      comparison (not simultaneous); ``half_width = (high - low) / 2``, the smallest effect this
-      many seeds could resolve; ``p_value``; ``p_holm``: :func:`holm` across all rows of this
-      call (rows that could not be tested count in the family, and show NaN);
-    * ``verdict``: "better"/"worse" when ``p_holm < alpha``, by the sign of ``mean_diff``; when
-      per-example correctness is used, the bootstrap interval must also exclude 0 on the same
-      side; otherwise "no detectable difference";
+    * ``low``, ``high``: the *unadjusted* paired-t interval (:func:`paired_t`) at ``confidence``,
+      per comparison (not simultaneous); ``half_width = (high - low) / 2``, its half-width -- the
+      precision of the estimate, not a bound on the effect (a true effect equal to it is
+      detected only about half the time; ``mde`` is the detection figure); ``p_value``: the
+      unadjusted paired-t p-value;
+    * ``adj_low``, ``adj_high``: the paired-t interval at confidence ``1 - alpha / m``
+      (Bonferroni), so that all m intervals of the call cover their true differences together
+      with probability >= 1 - alpha; ``p_adj = min(1, m * p_value)``;
+    * ``m``, ``alpha``: the family size and the family-wise level, so that a row alone says
+      which interval its verdict follows (:func:`verdict_text`);
+    * ``mde``: the smallest true difference this comparison detects with 80 % power, at its n,
+      its observed sd of the paired differences and level ``alpha / m`` (exact noncentral-t
+      power, inverted; see ``_mde``). NaN when n < 3 or the differences have zero sd;
+    * ``verdict``: "better"/"worse" exactly when the adjusted interval excludes 0 (above or below
+      it), equivalently ``p_adj < alpha``; otherwise "no detectable difference". With fewer than
+      3 paired seeds it is :func:`too_few_seeds` -- ``"too few seeds (n = 2)"`` -- whatever the
+      t columns (filled for n == 2) say;
     * ``diverged``, ``diverged_reference``: diverged runs of a and b among the paired seeds;
     * ``boot_low``, ``boot_high`` (only when correctness is available): the two-level bootstrap
-      interval (:func:`bootstrap_diff`) of the same difference, seeds and examples resampled;
+      interval (:func:`bootstrap_diff`) of the same difference, seeds and examples resampled, at
+      the same adjusted level ``1 - alpha / m``. Shown beside the t interval, it does not change
+      the verdict; when the two disagree about excluding 0, the note says so;
     * ``note``: why a row is special ("" when nothing to say).
 
     ``correct``: "auto" uses ``test_correct`` for ``metric="test_accuracy"`` and ``val_correct``
     for ``"val_accuracy"`` when that column exists; a column name uses that column; None turns
-    the bootstrap off. Fewer than 2 paired seeds: t columns NaN, verdict "no detectable
-    difference", and a note.
+    the bootstrap off. Fewer than 2 paired seeds: t columns NaN, and a note.
 
     Diverged runs are included by default: a run that diverges is a real outcome of that
     configuration, and dropping it flatters the configuration that diverges. With
@@ -556,7 +578,9 @@ def compare(results, baseline=None, *, pairs=None, metric="test_accuracy", by="l
         frame["correct"] = results[correct_col].to_numpy()
     by_label = {lab: frame[results[by].to_numpy() == lab].set_index("seed") for lab in labels}
 
-    rows, p_raw = [], []
+    m = len(pairs)
+    adj_conf = 1.0 - alpha / m
+    out = []
     for a_lab, b_lab in pairs:
         A, B = by_label[a_lab], by_label[b_lab]
         common = sorted(set(A.index) & set(B.index))
@@ -579,10 +603,16 @@ def compare(results, baseline=None, *, pairs=None, metric="test_accuracy", by="l
         row = {"reference": b_lab, "n": n,
                "mean_a": float(va.mean()) if n else np.nan, "mean_b": float(vb.mean()) if n else np.nan,
                "mean_diff": float((va - vb).mean()) if n else np.nan,
-               "low": np.nan, "high": np.nan, "half_width": np.nan, "p_value": np.nan}
+               "low": np.nan, "high": np.nan, "half_width": np.nan, "p_value": np.nan,
+               "adj_low": np.nan, "adj_high": np.nan, "p_adj": np.nan, "m": m, "alpha": alpha, "mde": np.nan}
         if n >= 2:
             t = paired_t(va, vb, confidence=confidence)
-            row.update(low=t["low"], high=t["high"], half_width=(t["high"] - t["low"]) / 2, p_value=t["p_value"])
+            ta = paired_t(va, vb, confidence=adj_conf)
+            row.update(low=t["low"], high=t["high"], half_width=(t["high"] - t["low"]) / 2, p_value=t["p_value"],
+                       adj_low=ta["low"], adj_high=ta["high"], p_adj=min(1.0, m * t["p_value"]),
+                       mde=_mde(n, t["se"] * math.sqrt(n), alpha / m))
+            if n < _MIN_SEEDS:
+                notes.append(f"{n} paired seeds: t columns shown, but a verdict needs >= {_MIN_SEEDS}")
         elif n == 1:
             notes.append("1 paired seed: no t-test (needs >= 2)")
         else:
@@ -593,7 +623,7 @@ def compare(results, baseline=None, *, pairs=None, metric="test_accuracy", by="l
         if correct_col is not None and n >= 1:
             cells = list(A["correct"]) + list(B["correct"])
             if any(_missing(c) for c in cells):
-                notes.append(f"no {correct_col} for some runs: verdict from the t-test alone")
+                notes.append(f"no {correct_col} for some runs: no bootstrap interval")
             else:
                 arrs = [np.asarray(c) for c in cells]
                 lengths = {arr.shape for arr in arrs}
@@ -602,40 +632,40 @@ def compare(results, baseline=None, *, pairs=None, metric="test_accuracy", by="l
                                      f"must all be 1-D of one length (same test set); got shapes {sorted(lengths)}")
                 ca = _as_correct(f"results[{correct_col!r}] of {a_lab!r}", np.stack(arrs[:n]), ndim=(2,))
                 cb = _as_correct(f"results[{correct_col!r}] of {b_lab!r}", np.stack(arrs[n:]), ndim=(2,))
-                bt = bootstrap_diff(ca, cb, confidence=confidence, n_boot=n_boot, seed=seed)
+                bt = bootstrap_diff(ca, cb, confidence=adj_conf, n_boot=n_boot, seed=seed)
                 row.update(boot_low=bt["low"], boot_high=bt["high"], _boot=True)
                 gap = max(np.abs(ca.mean(1) - va).max(), np.abs(cb.mean(1) - vb).max())
                 if gap > 1e-6:
                     notes.append(f"mean of {correct_col} differs from {metric} by up to {gap:.2g}")
-        row["_notes"] = notes
-        rows.append((a_lab, row))
-        p_raw.append(row["p_value"])
-
-    p_adj = holm(p_raw)
-    out = []
-    for (a_lab, row), p_h in zip(rows, p_adj):
-        row["p_holm"] = np.nan if np.isnan(row["p_value"]) else float(p_h)
-        verdict = "no detectable difference"
-        if row["n"] >= 2 and row["p_holm"] < alpha and row["mean_diff"] != 0:
-            side = "better" if row["mean_diff"] > 0 else "worse"
-            if row["_boot"] and not (row["boot_low"] > 0 if side == "better" else row["boot_high"] < 0):
-                row["_notes"].append(f"t-test says {side} but the bootstrap interval (seeds and examples) "
-                                     f"includes 0")
-            else:
-                verdict = side
-        row["verdict"] = verdict
-        row["note"] = "; ".join(row.pop("_notes"))
+        if n < _MIN_SEEDS:
+            row["verdict"] = too_few_seeds(n)
+        elif row["adj_low"] > 0:
+            row["verdict"] = "better"
+        elif row["adj_high"] < 0:
+            row["verdict"] = "worse"
+        else:
+            row["verdict"] = "no detectable difference"
+        if n >= _MIN_SEEDS and row["_boot"]:
+            t_excl = row["adj_low"] > 0 or row["adj_high"] < 0
+            b_excl = row["boot_low"] > 0 or row["boot_high"] < 0
+            if t_excl and not b_excl:
+                notes.append("the bootstrap interval (seeds and examples) includes 0 while the t interval excludes it")
+            elif b_excl and not t_excl:
+                notes.append("the bootstrap interval (seeds and examples) excludes 0 while the t interval includes it")
+            elif t_excl and (row["boot_low"] > 0) != (row["adj_low"] > 0):
+                notes.append("the bootstrap interval (seeds and examples) and the t interval exclude 0 on opposite sides")
         row.pop("_boot")
+        row["note"] = "; ".join(notes)
         out.append((a_lab, row))
 
-    columns = ["reference", "n", "mean_a", "mean_b", "mean_diff", "low", "high", "half_width", "p_value", "p_holm",
-               "verdict", "diverged", "diverged_reference"]
+    columns = ["reference", "n", "mean_a", "mean_b", "mean_diff", "low", "high", "half_width", "p_value",
+               "adj_low", "adj_high", "p_adj", "m", "alpha", "mde", "verdict", "diverged", "diverged_reference"]
     if correct_col is not None:
         columns += ["boot_low", "boot_high"]
     columns.append("note")
     table = pd.DataFrame([r for _, r in out], index=pd.Index([a for a, _ in out], name="configuration"),
                          columns=columns)
-    return table.astype({"n": "int64", "diverged": "int64", "diverged_reference": "int64"})
+    return table.astype({"n": "int64", "m": "int64", "diverged": "int64", "diverged_reference": "int64"})
 
 
 # --------------------------------------------------------------------------------------------------
