@@ -63,7 +63,7 @@ from scipy.stats.contingency import odds_ratio
 __all__ = [
     "paired_t", "mcnemar", "bootstrap_diff", "holm", "seeds_needed", "seeds_for_half_width", "compare",
     "too_few_seeds", "failure_rates", "failure_power", "runs_for_failure_rates", "equivalence",
-    "seeds_for_equivalence",
+    "seeds_for_equivalence", "mcnemar_models",
     "format_effect", "effect_text", "VERDICTS",
 ]
 
@@ -964,6 +964,55 @@ def seeds_for_equivalence(std_diff, margin, power=0.8, alpha=0.05, true_diff=0.0
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if ok(mid) else (mid, hi)
     return hi
+
+
+# --------------------------------------------------------------------------------------------------
+# the same models, evaluated two ways
+
+
+def mcnemar_models(correct_a, correct_b, alpha=0.05):
+    """The same trained models evaluated two ways: per model McNemar, Holm across the models.
+
+    ``correct_a``, ``correct_b``: 0/1 (or bool) arrays of shape (models, examples); row i of
+    both is model i (e.g. one fine-tuned run per seed), scored on the same examples in two ways
+    (a: without the attention mask, b: with it). Nothing is retrained, so the only noise is
+    which examples flip: per model, the exact :func:`mcnemar` test on its discordant examples
+    (``a_only``: right only under a, ``b_only``: right only under b), and Holm's adjustment
+    (:func:`holm`) across the models, so that the chance of any false "better"/"worse" in the
+    set stays at most ``alpha``. Holm, not Bonferroni, here: no interval is printed beside
+    these verdicts, so the more powerful step-down adjustment costs no consistency.
+
+    Returns ``{"table", "n_models", "n_worse", "n_better", "summary"}``: ``table`` a DataFrame
+    with one row per model and columns ``model`` (row index i), ``b_only``, ``a_only``,
+    ``diff`` (accuracy of a minus accuracy of b), ``p_value``, ``p_holm``, ``worse`` and
+    ``better`` (``p_holm < alpha`` and the sign of ``diff``: a compared with b); ``summary``
+    e.g. ``"worse in 3 of 3 models (McNemar, Holm across models)"``, ``"better in 1, worse in 1
+    of 3 models (McNemar, Holm across models)"`` or ``"no model differs (McNemar, Holm across
+    models)"``.
+    """
+    a = _as_correct("correct_a", correct_a, ndim=(2,))
+    b = _as_correct("correct_b", correct_b, ndim=(2,))
+    if a.shape != b.shape:
+        raise ValueError(f"correct_a and correct_b must have the same shape (models, examples); got {a.shape} and {b.shape}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"correct_a and correct_b need at least one model and one example; got shape {a.shape}")
+    alpha = _check_prob("alpha", alpha, what="the family-wise significance level, e.g. 0.05")
+    rows = []
+    for i in range(a.shape[0]):
+        r = mcnemar(a[i], b[i])
+        rows.append({"model": i, "b_only": r["n01"], "a_only": r["n10"], "diff": float(a[i].mean() - b[i].mean()),
+                     "p_value": r["p_value"]})
+    table = pd.DataFrame(rows, columns=["model", "b_only", "a_only", "diff", "p_value"])
+    table["p_holm"] = holm(table["p_value"].to_numpy())
+    significant = table["p_holm"].to_numpy() < alpha
+    table["worse"] = significant & (table["a_only"].to_numpy() < table["b_only"].to_numpy())
+    table["better"] = significant & (table["a_only"].to_numpy() > table["b_only"].to_numpy())
+    k, n_worse, n_better = len(table), int(table["worse"].sum()), int(table["better"].sum())
+    models = f"{k} model{'s' * (k != 1)}"
+    parts = [f"{word} in {count}" for word, count in (("better", n_better), ("worse", n_worse)) if count]
+    summary = f"{', '.join(parts)} of {models}" if parts else ("no model differs" if k > 1 else "the model does not differ")
+    return {"table": table, "n_models": k, "n_worse": n_worse, "n_better": n_better,
+            "summary": f"{summary} (McNemar, Holm across models)"}
 
 
 # --------------------------------------------------------------------------------------------------

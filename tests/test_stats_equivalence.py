@@ -1,15 +1,16 @@
-"""ftcourse.stats.equivalence (paired TOST) and its planning: checked against statsmodels (when installed), a
-direct scipy computation and simulation."""
+"""ftcourse.stats.equivalence (paired TOST), its planning, and mcnemar_models: checked against statsmodels (when
+installed), a direct scipy computation, simulation and scipy.stats.binomtest."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
 from scipy import stats
 
-from ftcourse.stats import _tost_power, equivalence, paired_t, seeds_for_equivalence
+from ftcourse.stats import _tost_power, equivalence, holm, mcnemar_models, paired_t, seeds_for_equivalence
 
 # ---------------------------------------------------------------------------------------------- equivalence
 
@@ -135,3 +136,69 @@ def test_seeds_for_equivalence_errors():
         seeds_for_equivalence(0.01, 0.01, power=1.0)
     with pytest.raises(ValueError, match="100,000"):
         seeds_for_equivalence(1.0, 0.001)
+
+
+# ---------------------------------------------------------------------------------------------- mcnemar_models
+
+
+def _flipped(rng, models, examples, flips):
+    """b: correctness with the mask; a: the same models with ``flips[i]`` examples (signed) changed."""
+    b = rng.random((models, examples)) < 0.8
+    a = b.copy()
+    for i, k in enumerate(flips):
+        idx_right = np.flatnonzero(b[i])[: max(-k, 0)]  # k < 0: a loses k examples b gets right
+        idx_wrong = np.flatnonzero(~b[i])[: max(k, 0)]  # k > 0: a gains k examples b gets wrong
+        a[i, idx_right] = False
+        a[i, idx_wrong] = True
+    return a, b
+
+
+def test_mcnemar_models_against_binomtest_and_holm():
+    rng = np.random.default_rng(11)
+    a, b = _flipped(rng, 4, 400, [-30, -2, 25, 0])
+    a[1, np.flatnonzero(~b[1])[:3]] = True  # model 1: 2 lost, 3 gained
+    res = mcnemar_models(a, b)
+    table = res["table"]
+    assert list(table.columns) == ["model", "b_only", "a_only", "diff", "p_value", "p_holm", "worse", "better"]
+    assert list(table["model"]) == [0, 1, 2, 3]
+    for i, row in table.iterrows():
+        a_only, b_only = int(np.sum(a[i] & ~b[i])), int(np.sum(~a[i] & b[i]))
+        assert (row["a_only"], row["b_only"]) == (a_only, b_only)
+        ref = 1.0 if a_only + b_only == 0 else stats.binomtest(a_only, a_only + b_only, 0.5).pvalue
+        assert_allclose(row["p_value"], ref, rtol=1e-12)
+        assert_allclose(row["diff"], a[i].mean() - b[i].mean(), rtol=1e-12)
+    assert_allclose(table["p_holm"], holm(table["p_value"].to_numpy()), rtol=1e-12)
+    assert list(table["worse"]) == [True, False, False, False]
+    assert list(table["better"]) == [False, False, True, False]
+    assert (res["n_models"], res["n_worse"], res["n_better"]) == (4, 1, 1)
+    assert res["summary"] == "better in 1, worse in 1 of 4 models (McNemar, Holm across models)"
+
+
+def test_mcnemar_models_summaries():
+    rng = np.random.default_rng(12)
+    a, b = _flipped(rng, 3, 300, [-25, -30, -20])
+    assert mcnemar_models(a, b)["summary"] == "worse in 3 of 3 models (McNemar, Holm across models)"
+    assert mcnemar_models(b, a)["summary"] == "better in 3 of 3 models (McNemar, Holm across models)"
+    a, b = _flipped(rng, 3, 300, [-1, 2, 0])
+    res = mcnemar_models(a, b)
+    assert res["summary"] == "no model differs (McNemar, Holm across models)"
+    assert res["n_worse"] == res["n_better"] == 0
+    # Holm, not per model: 3 models with p = 0.031 each are none of them "worse"
+    a, b = _flipped(rng, 3, 300, [-6, -6, -6])  # p = 2/64 each, Holm 3 * 2/64 > 0.05
+    res = mcnemar_models(a, b)
+    assert (res["table"]["p_value"] < 0.05).all() and res["n_worse"] == 0
+    assert mcnemar_models(a.astype(int), b.astype(float))["summary"] == res["summary"]
+
+
+def test_mcnemar_models_errors():
+    with pytest.raises(ValueError, match="ndim"):
+        mcnemar_models(np.ones(5), np.ones(5))
+    with pytest.raises(ValueError, match="same shape"):
+        mcnemar_models(np.ones((2, 5)), np.ones((3, 5)))
+    with pytest.raises(ValueError, match="0/1"):
+        mcnemar_models(np.full((2, 5), 2), np.ones((2, 5)))
+    with pytest.raises(ValueError, match="at least one model"):
+        mcnemar_models(np.ones((0, 5)), np.ones((0, 5)))
+    with pytest.raises(ValueError, match="alpha"):
+        mcnemar_models(np.ones((2, 5)), np.ones((2, 5)), alpha=1.5)
+    assert isinstance(mcnemar_models(np.ones((1, 5)), np.ones((1, 5)))["table"], pd.DataFrame)
