@@ -63,8 +63,7 @@ from scipy.stats.contingency import odds_ratio
 __all__ = [
     "paired_t", "mcnemar", "bootstrap_diff", "holm", "seeds_needed", "seeds_for_half_width", "compare",
     "too_few_seeds", "failure_rates", "failure_power", "runs_for_failure_rates", "equivalence",
-    "seeds_for_equivalence", "mcnemar_models",
-    "format_effect", "effect_text", "VERDICTS",
+    "seeds_for_equivalence", "mcnemar_models", "verdict_text", "test_name", "format_effect", "effect_text", "VERDICTS",
 ]
 
 VERDICTS = ("better", "worse", "no detectable difference")
@@ -1026,32 +1025,177 @@ def _signed(x, digits):
     return s.replace("-", "\u2212")
 
 
-def format_effect(row, digits=4, interval="t"):
-    """``"+0.0123 [−0.0040, +0.0286]"``: a difference and its interval, for a claims table.
+def _bound(x, digits):
+    """An interval bound, signed; a non-zero bound never prints as 0, so its side of 0 stays visible."""
+    if x == 0.0 or not math.isfinite(x):
+        return _signed(x, digits)
+    d = digits
+    while float(f"{x:.{d}f}") == 0.0 and d < 20:
+        d += 1
+    return f"{x:+.{d}f}".replace("-", "\u2212")
 
-    ``row``: a row of :func:`compare` (``mean_diff``, ``low``, ``high``; ``boot_low``,
-    ``boot_high`` with ``interval="bootstrap"``) or a dict from :func:`paired_t` /
-    :func:`bootstrap_diff` (``mean``, ``low``, ``high``). Signs are always shown; minus is the
-    typographic U+2212. Without an interval (fewer than 2 seeds): ``"+0.0123 [no interval]"``.
+
+def _sig(x, sig=2):
+    """``x`` > 0 with ``sig`` significant digits, positional: 0.047, 1.3, 630; "inf", "n/a"."""
+    if math.isnan(x):
+        return "n/a"
+    if math.isinf(x):
+        return "inf" if x > 0 else "\u2212inf"
+    if x == 0.0:
+        return "0"
+    decimals = sig - 1 - math.floor(math.log10(abs(x)))
+    if decimals > 0:
+        return f"{x:.{decimals}f}"
+    return f"{round(x, decimals):.0f}"
+
+
+def _ratio_bound(x):
+    """An odds-ratio bound: 2 significant digits, more if it would print as 1 without being 1."""
+    sig = 2
+    text = _sig(x, sig)
+    while math.isfinite(x) and x != 1.0 and x > 0 and float(text) == 1.0 and sig < 12:
+        sig += 1
+        text = _sig(x, sig)
+    return text
+
+
+def _p_text(p):
+    return f"{p:.1e}" if 0 < p < 1e-4 else _sig(p, 2)
+
+
+def _percent(level):
+    return f"{100 * level:.10g}%"
+
+
+def _get(row):
+    if isinstance(row, pd.DataFrame) or not hasattr(row, "get") or not hasattr(row, "__contains__"):
+        raise TypeError(f"row must be one compare() row (pandas Series or dict) or a dict from failure_rates, "
+                        f"equivalence or mcnemar_models; got {type(row).__name__}")
+    return row.get
+
+
+def _kind(row):
+    """Which result ``row`` is: "compare", "failures", "equivalence" or "mcnemar"."""
+    _get(row)
+    if "odds_ratio" in row:
+        return "failures"
+    if "equivalent" in row and "margin" in row:
+        return "equivalence"
+    if "n_models" in row and "summary" in row:
+        return "mcnemar"
+    if "mean_diff" in row and "verdict" in row:
+        return "compare"
+    raise ValueError("row is not a result this module renders: expected a compare() row (mean_diff, verdict, "
+                     "adj_low, ...), a failure_rates dict (odds_ratio, ...), an equivalence dict (equivalent, "
+                     "margin, ...) or a mcnemar_models dict (n_models, summary, ...)")
+
+
+def format_effect(row, digits=4, interval="adjusted"):
+    """``"+0.0123 [+0.0040, +0.0206]"``: a difference and its interval, for a claims table.
+
+    ``row``: a row of :func:`compare`, or a dict with ``mean``, ``low``, ``high`` (from
+    :func:`paired_t`, :func:`bootstrap_diff` or :func:`equivalence`). ``interval``:
+
+    * ``"adjusted"`` (default): for a compare row, the Bonferroni-adjusted t interval
+      (``adj_low``, ``adj_high``) -- the one its verdict follows; with fewer than 3 paired seeds
+      there is no verdict and no interval is shown. For a dict, its own ``low``, ``high``;
+    * ``"t"``: the unadjusted per-comparison t interval (``low``, ``high``);
+    * ``"bootstrap"``: the two-level bootstrap interval (``boot_low``, ``boot_high``).
+
+    Signs are always shown; minus is the typographic U+2212; a bound that is not 0 never prints
+    as 0 (more digits are shown instead), so the printed interval shows which side of 0 it is
+    on. Without an interval: ``"+0.0123 [no interval]"``.
     """
     if isinstance(digits, bool) or not isinstance(digits, numbers.Integral) or digits < 0:
         raise ValueError(f"digits must be an integer >= 0; got {digits!r}")
-    if interval not in ("t", "bootstrap"):
-        raise ValueError(f"interval must be 't' or 'bootstrap'; got {interval!r}")
-    get = row.get if hasattr(row, "get") else None
-    if get is None:
-        raise TypeError(f"row must be a compare() row (pandas Series) or a dict; got {type(row).__name__}")
+    if interval not in ("adjusted", "t", "bootstrap"):
+        raise ValueError(f"interval must be 'adjusted', 't' or 'bootstrap'; got {interval!r}")
+    get = _get(row)
     mean = get("mean_diff", get("mean", None))
-    keys = ("low", "high") if interval == "t" else ("boot_low", "boot_high")
-    low, high = get(keys[0], None), get(keys[1], None)
     if mean is None:
-        raise ValueError("row needs 'mean_diff' (a compare() row) or 'mean' (a paired_t/bootstrap_diff dict)")
+        raise ValueError("row needs 'mean_diff' (a compare() row) or 'mean' (a paired_t/bootstrap_diff/equivalence "
+                         "dict)")
+    is_compare = "mean_diff" in row
+    if interval == "adjusted" and is_compare:
+        if "adj_low" not in row or "adj_high" not in row:
+            raise ValueError("row has no adj_low/adj_high (the adjusted interval of compare()); pass interval='t' "
+                             "for the unadjusted one")
+        n = get("n", None)
+        keys = (None, None) if n is not None and n < _MIN_SEEDS else ("adj_low", "adj_high")
+    elif interval == "bootstrap":
+        keys = ("boot_low", "boot_high")
+    else:
+        keys = ("low", "high")
+    low, high = get(keys[0], None), get(keys[1], None)
     mean = float(mean)
     if math.isnan(mean):
         return "n/a"
     if low is None or high is None or math.isnan(float(low)) or math.isnan(float(high)):
         return f"{_signed(mean, digits)} [no interval]"
-    return f"{_signed(mean, digits)} [{_signed(float(low), digits)}, {_signed(float(high), digits)}]"
+    return f"{_signed(mean, digits)} [{_bound(float(low), digits)}, {_bound(float(high), digits)}]"
 
 
 effect_text = format_effect
+
+
+def test_name(row):
+    """The short name of the test behind a result: what a notebook prints beside the verdict.
+
+    ``"paired t, Bonferroni"`` for a :func:`compare` row (also when it has too few seeds for a
+    verdict: it is the test the row would use), ``"Fisher's exact"`` for :func:`failure_rates`,
+    ``"TOST"`` for :func:`equivalence`, ``"McNemar, Holm"`` for :func:`mcnemar_models`.
+    """
+    return {"compare": "paired t, Bonferroni", "failures": "Fisher's exact", "equivalence": "TOST",
+            "mcnemar": "McNemar, Holm"}[_kind(row)]
+
+
+test_name.__test__ = False  # not a pytest test, whatever its name
+
+
+def verdict_text(row, digits=4):
+    """The one line a notebook prints for a result: the verdict, then exactly the interval it follows.
+
+    * a :func:`compare` row: ``"better: +0.0123 [+0.0040, +0.0206] (Bonferroni-adjusted 95%
+      interval, paired t over 5 seeds)"`` -- the adjusted t interval (``adj_low``, ``adj_high``)
+      at family level ``1 - alpha``, which excludes 0 exactly when the verdict is better/worse
+      ("95% interval" alone when the call made one comparison). "no detectable difference"
+      adds the row's mde: ``"...; mde 0.018"`` (the smallest effect detected with 80 % power).
+      Fewer than 3 seeds: ``"too few seeds (n = 2): +0.0100"``, with no interval;
+    * a :func:`failure_rates` dict: ``"more failures: 5/20 vs 0/20, odds ratio inf [1.02, inf]
+      (Fisher's exact test, p = 0.047)"`` -- the exact odds-ratio interval, which excludes 1
+      exactly when the verdict is more/fewer failures;
+    * an :func:`equivalence` dict: ``"equivalent within ±0.01: +0.0010 [−0.0050, +0.0070] (TOST,
+      90% interval, 14 seeds)"`` -- the 1 - 2 alpha interval, inside the margin exactly when
+      equivalent;
+    * a :func:`mcnemar_models` dict: its summary line.
+
+    Bounds that are not 0 (or, for odds ratios, not 1) never print as 0 (1): more digits are
+    shown instead. Raises TypeError/ValueError for anything else.
+    """
+    if isinstance(digits, bool) or not isinstance(digits, numbers.Integral) or digits < 0:
+        raise ValueError(f"digits must be an integer >= 0; got {digits!r}")
+    kind = _kind(row)
+    get = _get(row)
+    if kind == "mcnemar":
+        return str(get("summary"))
+    if kind == "failures":
+        return (f"{get('verdict')}: {get('k_a')}/{get('n_a')} vs {get('k_b')}/{get('n_b')}, odds ratio "
+                f"{_sig(float(get('odds_ratio')))} [{_ratio_bound(float(get('low')))}, "
+                f"{_ratio_bound(float(get('high')))}] (Fisher's exact test, p = {_p_text(float(get('p_value')))})")
+    if kind == "equivalence":
+        return (f"{get('verdict')}: {format_effect(row, digits)} (TOST, {_percent(1 - 2 * float(get('alpha')))} "
+                f"interval, {get('n')} seeds)")
+    verdict, n = get("verdict"), int(get("n"))
+    mean = float(get("mean_diff"))
+    if n < _MIN_SEEDS or verdict == too_few_seeds(n):
+        return f"{too_few_seeds(n)}: {_signed(mean, digits) if math.isfinite(mean) else 'n/a'}"
+    if verdict not in VERDICTS:
+        raise ValueError(f"row['verdict'] must be one of {VERDICTS} or too_few_seeds(n); got {verdict!r}")
+    alpha, m = get("alpha", None), get("m", None)
+    level = "" if alpha is None else f"{_percent(1 - float(alpha))} "
+    adjusted = "Bonferroni-adjusted " if m is None or int(m) > 1 else ""
+    text = f"{verdict}: {format_effect(row, digits)} ({adjusted}{level}interval, paired t over {n} seeds)"
+    if verdict == "no detectable difference":
+        mde = float(get("mde", math.nan))
+        text += f"; mde {_sig(mde)}" if math.isfinite(mde) else "; mde n/a"
+    return text

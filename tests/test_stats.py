@@ -628,10 +628,21 @@ def test_compare_errors():
 
 def test_format_effect():
     row = pd.Series({"mean_diff": 0.0123, "low": -0.004, "high": 0.0286})
-    assert format_effect(row) == "+0.0123 [\u22120.0040, +0.0286]"
+    assert format_effect(row, interval="t") == "+0.0123 [\u22120.0040, +0.0286]"
+    with pytest.raises(ValueError, match="adj_low"):
+        format_effect(row)  # the default is the adjusted interval, which this row lacks
     assert effect_text is format_effect
     assert format_effect({"mean": -0.00001, "low": -0.02, "high": 0.02}) == "+0.0000 [\u22120.0200, +0.0200]"
-    assert format_effect(pd.Series({"mean_diff": 0.01, "low": np.nan, "high": np.nan})) == "+0.0100 [no interval]"
-    res = _results({"base": 0.0, "x": 0.05}, seeds=range(3))
+    assert format_effect(pd.Series({"mean_diff": 0.01, "low": np.nan, "high": np.nan}), interval="t") == \
+        "+0.0100 [no interval]"
+    res = _results({"base": 0.0, "x": 0.05, "y": 0.0}, seeds=range(3))  # m = 2: adjusted != unadjusted
     table_row = compare(res, baseline="base", n_boot=200).loc["x"]
     assert format_effect(table_row, interval="bootstrap").endswith(f"{table_row['boot_high']:+.4f}]")
+    adj = format_effect(table_row)
+    assert adj == format_effect(table_row, interval="adjusted")
+    assert adj.endswith(f"{table_row['adj_high']:+.4f}]") and adj != format_effect(table_row, interval="t")
+    # a bound that is not 0 never prints as 0: its side of 0 stays visible
+    assert format_effect({"mean": 0.01, "low": 0.00003, "high": 0.02}) == "+0.0100 [+0.00003, +0.0200]"
+    assert format_effect({"mean": 0.01, "low": -0.000004, "high": 0.02}) == "+0.0100 [\u22120.000004, +0.0200]"
+    with pytest.raises(ValueError, match="interval"):
+        format_effect(table_row, interval="holm")
