@@ -1,11 +1,13 @@
-"""Comparing fine-tuning configurations over seeds: one honest verdict for every notebook.
+"""Comparing fine-tuning configurations over seeds: verdicts a learner cannot misread.
 
 Copy alone.
 
 Every notebook compares configurations ("baseline" vs "+ LLRD") over a handful of random seeds.
 Each run gives a test accuracy and, optionally, its per-example correctness on the shared test set
 (the same sentences for every run). This module answers "is B better than A, and by how much?"
-the same way everywhere. It imports only numpy, scipy, pandas and the standard library.
+the same way everywhere, and prints each answer as one line whose interval is exactly the one the
+verdict follows (:func:`verdict_text`). It imports only numpy, scipy, pandas and the standard
+library.
 
 The pieces, and why each is the way it is:
 
@@ -19,35 +21,64 @@ The pieces, and why each is the way it is:
   z interval: ``se`` is itself estimated from n values, and at n = 3 the 97.5 % quantile of t(2)
   is 4.30, not 1.96 -- a z interval would be more than twice too narrow and call noise an effect.
 
+* :func:`compare` -- the table every notebook prints, one row per comparison, and its rules:
+
+  - **Bonferroni across the m comparisons of one call.** Six configurations against a baseline
+    at alpha = 0.05 find at least one "significant" difference by chance with probability up
+    to 1 - 0.95**6 = 26 %. Each row's adjusted interval (``adj_low``, ``adj_high``) is the
+    paired-t interval at confidence ``1 - alpha/m``; all m of them cover their true differences
+    together with probability >= 1 - alpha, under any dependence (the rows share the baseline).
+    ``p_adj = min(1, m * p_value)``. Why Bonferroni and not Holm (:func:`holm`), which rejects
+    a little more often: Holm's step-down p-values have no matching intervals, so a row could
+    say "better" beside an interval that includes 0, or the reverse. With Bonferroni the
+    verdict and the printed interval are one statement: "better"/"worse" exactly when the
+    adjusted interval excludes 0, equivalently ``p_adj < alpha``.
+  - **No verdict from fewer than 3 seeds.** With 2 seeds the noise is estimated from a single
+    difference of differences (1 df): the test is exact only if that difference is exactly
+    normal, nothing can check it, and one odd seed decides. Such rows read
+    ``"too few seeds (n = 2)"`` (:func:`too_few_seeds`), never better/worse/no detectable
+    difference; :func:`seeds_needed` and :func:`seeds_for_half_width` never answer below 3.
+  - **The bootstrap is shown, not a veto.** :func:`bootstrap_diff` resamples seeds *and* test
+    examples (the test set is a sample too; an improvement that lives on a dozen sentences may
+    not carry over). Its interval (``boot_low``, ``boot_high``) is computed at the same adjusted
+    level and printed beside; when it and the t interval disagree about excluding 0, the note
+    says so in one sentence. The verdict follows the t interval alone -- one rule, one interval.
+  - **mde, and what a half-width is not.** "No detectable difference" is not "no difference".
+    The ``mde`` column is the smallest true effect the comparison detects with 80 % power at its
+    n, its observed sd of the paired differences and level alpha/m, by inverting the exact
+    noncentral-t power (NaN below 3 seeds or at zero sd). The unadjusted ``half_width`` column
+    is only the precision of the estimate: it is not a bound on the effect, and at a true effect
+    equal to the half-width the test has only about 50 % power (50-60 % at 3-10 seeds). The mde
+    is always larger.
+
 * :func:`mcnemar` -- one pair of runs on the same test examples: the exact binomial test on the
-  discordant examples (right for one and wrong for the other). Only those carry information
-  about which run is better; under "no difference" each is equally likely to favour either.
+  discordant examples (right for one and wrong for the other). :func:`mcnemar_models` applies it
+  to the same trained models evaluated two ways (e.g. with and without the attention mask),
+  with Holm across the models (no interval is printed there, so Holm's extra power costs no
+  consistency): ``"worse in 3 of 3 models (McNemar, Holm across models)"``.
 
-* :func:`bootstrap_diff` -- a two-level (seeds x examples, crossed) bootstrap of the mean
-  difference. The t-test over seeds treats the test set as fixed: it answers "would another
-  seed give the same result on *these* 1,821 sentences?". The test set is a sample too; an
-  improvement that lives on a dozen sentences may not carry over to new ones. Resampling seeds
-  *and* examples puts both sources of noise into one interval. See its docstring for the method
-  and its known (conservative) bias.
+* :func:`failure_rates` -- does a fail (diverge, crash) more often than b? Fisher's exact test
+  with its central two-sided p-value, which is the test the exact conditional odds-ratio
+  interval inverts: "more failures"/"fewer failures" exactly when p < 0.05, and then the
+  interval excludes 1. Counts of failures decide little: 2/2 against 0/2 gives p = 1/3.
+  :func:`failure_power` and :func:`runs_for_failure_rates` give the exact power and the runs
+  per arm (5 % vs 30 % needs about 40 per arm).
 
-* :func:`holm` -- Holm's step-down adjustment. A notebook that compares six configurations with
-  a baseline at alpha = 0.05 finds at least one "significant" improvement by chance with
-  probability up to 1 - 0.95**6 = 26 %. Holm keeps the probability of *any* false "better" or
-  "worse" in the table at most alpha (family-wise error rate), under any dependence between the
-  comparisons (they share the baseline, so they are dependent), and is uniformly more powerful
-  than Bonferroni.
+* :func:`equivalence` -- the paired TOST over seeds, for the claim "a and b are the same within
+  +-margin": shown when the 1 - 2 alpha (90 %) interval lies inside the margin. Failing to find a
+  difference is not this claim. :func:`seeds_for_equivalence` plans it with the exact TOST
+  power (sd 0.012: a 0.01 margin needs about 14 seeds, a 0.02 margin about 5).
 
 * :func:`seeds_needed` and :func:`seeds_for_half_width` -- how many seeds a comparison needs:
-  to detect a given effect with a given power, or to pin the difference down to +-half_width.
+  to detect a given effect with a given power (exact noncentral t), or to pin the difference
+  down to +-half_width. Both never answer below 3.
 
-* :func:`compare` -- the table every notebook prints: per configuration, the paired difference,
-  its interval, raw and Holm-adjusted p-values, the bootstrap interval when per-example
-  correctness is there, diverged-run counts and a verdict in {"better", "worse",
-  "no detectable difference"}. :func:`format_effect` renders one row as
-  ``"+0.0123 [−0.0040, +0.0286]"`` for a claims table.
-
-"No detectable difference" is not "no difference": the table's ``half_width`` column is the
-size of effect that this number of seeds could have resolved.
+* :func:`verdict_text` -- the one renderer: a compare row, a failure_rates, equivalence or
+  mcnemar_models result, as the line a notebook prints, e.g. ``"better: +0.0123 [+0.0040,
+  +0.0206] (Bonferroni-adjusted 95% interval, paired t over 5 seeds)"``; :func:`test_name` is
+  the short name of the test behind it ("paired t, Bonferroni", "Fisher's exact", "TOST",
+  "McNemar, Holm"); :func:`format_effect` (alias ``effect_text``) is the number and its
+  interval alone, ``"+0.0123 [+0.0040, +0.0206]"``, adjusted by default.
 """
 from __future__ import annotations
 
@@ -296,9 +327,10 @@ def holm(p_values):
         adj_(i) = min(1, max_{k <= i} (m - k + 1) * p_(k))
 
     and reject every hypothesis with ``adj < alpha``. This controls the family-wise error rate
-    (probability of at least one false rejection) at alpha under any dependence, which matters
-    here because all rows of a comparison table share the baseline runs. The running max keeps
-    the adjusted values monotone in the raw ones; ties keep their input order.
+    (probability of at least one false rejection) at alpha under any dependence. The running max
+    keeps the adjusted values monotone in the raw ones; ties keep their input order. Used by
+    :func:`mcnemar_models`; :func:`compare` uses Bonferroni instead, because its verdicts are
+    printed with intervals and Holm's adjusted p-values have no matching intervals.
 
     NaN p-values (a comparison that could not be tested, e.g. one seed) are treated as 1.0: the
     comparison still counts in m -- it was part of the family a notebook set out to test --
@@ -655,7 +687,8 @@ def compare(results, baseline=None, *, pairs=None, metric="test_accuracy", by="l
             elif b_excl and not t_excl:
                 notes.append("the bootstrap interval (seeds and examples) excludes 0 while the t interval includes it")
             elif t_excl and (row["boot_low"] > 0) != (row["adj_low"] > 0):
-                notes.append("the bootstrap interval (seeds and examples) and the t interval exclude 0 on opposite sides")
+                notes.append("the bootstrap interval (seeds and examples) and the t interval exclude 0 "
+                             "on opposite sides")
         row.pop("_boot")
         row["note"] = "; ".join(notes)
         out.append((a_lab, row))
@@ -880,7 +913,8 @@ def equivalence(a, b, margin, alpha=0.05):
         raise ValueError(f"a and b must have the same length (one value per paired seed); got {a_arr.size} and "
                          f"{b_arr.size}")
     if a_arr.size < _MIN_SEEDS:
-        raise ValueError(f"a and b need at least {_MIN_SEEDS} paired values for an equivalence test; got n = {a_arr.size}")
+        raise ValueError(f"a and b need at least {_MIN_SEEDS} paired values for an equivalence test; "
+                         f"got n = {a_arr.size}")
     margin = _check_margin(margin)
     alpha = _check_tost_alpha(alpha)
     t = paired_t(a_arr, b_arr, confidence=1.0 - 2.0 * alpha)
@@ -924,7 +958,9 @@ def _tost_power(n, std_diff, margin, alpha, true_diff=0.0):
 
     def inside(u):
         h = t_c * se * math.sqrt(float(stats.chi2.ppf(u, df)) / df)
-        return max(0.0, float(stats.norm.cdf((margin - h - true_diff) / se) - stats.norm.cdf((-margin + h - true_diff) / se)))
+        upper = stats.norm.cdf((margin - h - true_diff) / se)
+        lower = stats.norm.cdf((-margin + h - true_diff) / se)
+        return max(0.0, float(upper - lower))
 
     value, _ = integrate.quad(inside, 0.0, u_max, limit=200, epsabs=1e-9, epsrel=1e-8)
     return min(1.0, max(0.0, value))
@@ -992,7 +1028,8 @@ def mcnemar_models(correct_a, correct_b, alpha=0.05):
     a = _as_correct("correct_a", correct_a, ndim=(2,))
     b = _as_correct("correct_b", correct_b, ndim=(2,))
     if a.shape != b.shape:
-        raise ValueError(f"correct_a and correct_b must have the same shape (models, examples); got {a.shape} and {b.shape}")
+        raise ValueError(f"correct_a and correct_b must have the same shape (models, examples); "
+                         f"got {a.shape} and {b.shape}")
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise ValueError(f"correct_a and correct_b need at least one model and one example; got shape {a.shape}")
     alpha = _check_prob("alpha", alpha, what="the family-wise significance level, e.g. 0.05")
@@ -1009,7 +1046,7 @@ def mcnemar_models(correct_a, correct_b, alpha=0.05):
     k, n_worse, n_better = len(table), int(table["worse"].sum()), int(table["better"].sum())
     models = f"{k} model{'s' * (k != 1)}"
     parts = [f"{word} in {count}" for word, count in (("better", n_better), ("worse", n_worse)) if count]
-    summary = f"{', '.join(parts)} of {models}" if parts else ("no model differs" if k > 1 else "the model does not differ")
+    summary = f"{', '.join(parts)} of {models}" if parts else "no model differs"
     return {"table": table, "n_models": k, "n_worse": n_worse, "n_better": n_better,
             "summary": f"{summary} (McNemar, Holm across models)"}
 

@@ -120,7 +120,8 @@ def test_failure_power_equals_direct_enumeration_and_simulation():
     hits = 0
     for ka, kb in zip(rng.binomial(n, ra, sims), rng.binomial(n, rb, sims)):
         t = [[ka, n - ka], [kb, n - kb]]
-        p = 2 * min(stats.fisher_exact(t, alternative="less").pvalue, stats.fisher_exact(t, alternative="greater").pvalue)
+        p = 2 * min(stats.fisher_exact(t, alternative="less").pvalue,
+                    stats.fisher_exact(t, alternative="greater").pvalue)
         hits += p < 0.05
     assert abs(hits / sims - direct) < 4 * math.sqrt(direct * (1 - direct) / sims)
 

@@ -65,7 +65,8 @@ def test_failure_and_equivalence_lines_exact():
     assert verdict_text(r) == ("more failures: 5/20 vs 0/20, odds ratio inf [1.02, inf] "
                                "(Fisher's exact test, p = 0.047)")  # 1.024 is not printed as "1.0"
     r = failure_rates([1, 1], [0, 0])
-    assert verdict_text(r) == "no detectable difference: 2/2 vs 0/2, odds ratio inf [0.22, inf] (Fisher's exact test, p = 0.33)"
+    assert verdict_text(r) == ("no detectable difference: 2/2 vs 0/2, odds ratio inf [0.22, inf] "
+                               "(Fisher's exact test, p = 0.33)")
     e = {"mean": 0.0010, "low": -0.0050, "high": 0.0070, "p_value": 0.004, "equivalent": True, "margin": 0.01,
          "n": 14, "alpha": 0.05, "verdict": "equivalent within \u00b10.01"}
     assert verdict_text(e) == ("equivalent within \u00b10.01: +0.0010 [\u22120.0050, +0.0070] "
