@@ -144,7 +144,7 @@ def test_holm_matches_definition_and_is_monotone():
 
 
 def _brute_force_n(std_diff, effect, power, alpha):
-    for n in range(2, 10_000):
+    for n in range(3, 10_000):  # no verdict below 3 seeds
         t_crit = stats.t.ppf(1 - alpha / 2, n - 1)
         nc = effect / std_diff * math.sqrt(n)
         if stats.nct.sf(t_crit, n - 1, nc) + stats.nct.cdf(-t_crit, n - 1, nc) >= power:
@@ -163,7 +163,7 @@ def test_seeds_needed_known_values():
     # standard paired/one-sample t planning values (two-sided, alpha 0.05, power 0.8): d = 0.5 -> 34, d = 1 -> 10
     assert seeds_needed(1.0, 0.5) == 34
     assert seeds_needed(2.0, 2.0) == 10
-    assert seeds_needed(1.0, 100.0) == 2
+    assert seeds_needed(1.0, 100.0) == 3  # 2 would do at this effect, but no verdict below 3 seeds
 
 
 def test_seeds_needed_monte_carlo_power():
@@ -193,16 +193,43 @@ def test_seeds_needed_errors():
         seeds_needed(1.0, 1e-3)
 
 
+def test_seeds_needed_monotone_in_std_never_nan_at_least_3():
+    """The former counter-example: std 0.0004 gave 4 seeds and 0.0005 gave 3 (scipy's NaN power)."""
+    assert seeds_needed(0.0004, 0.01) == 3
+    assert seeds_needed(0.0005, 0.01) == 3
+    grid = np.geomspace(1e-4, 0.05, 300)
+    ns = np.array([seeds_needed(s, 0.01) for s in grid])
+    assert ns.min() == 3 and ns[0] == 3
+    assert np.all(np.diff(ns) >= 0), grid[1:][np.diff(ns) < 0]
+    assert ns[-1] > 150  # 0.01 at sd 0.05 (d = 0.2) needs ~199 seeds: the grid spans the interesting range
+    # the same in the effect: larger effects never need more seeds
+    ns_e = [seeds_needed(0.01, e) for e in np.geomspace(0.002, 2.0, 200)]
+    assert np.all(np.diff(ns_e) <= 0) and ns_e[-1] == 3
+
+
+def test_t_power_reads_scipy_nan_tail_as_zero():
+    from ftcourse.stats import _t_power
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw = stats.nct.cdf(-stats.t.ppf(0.975, 2), 2, 40.0)
+    nc = np.linspace(0, 60, 601)
+    power = _t_power(2, nc, 0.05)
+    assert np.isfinite(power).all() and np.all(np.diff(power) >= -1e-12)
+    assert_allclose(power[0], 0.05, rtol=1e-9)  # size of the test at nc = 0
+    if np.isnan(raw):  # scipy 1.17 returns NaN here; the power must not
+        assert_allclose(_t_power(2, 40.0, 0.05), stats.nct.sf(stats.t.ppf(0.975, 2), 2, 40.0), rtol=1e-12)
+
+
 def test_seeds_for_half_width_direct():
     for std_diff, hw, conf in [(0.01, 0.005, 0.95), (0.004, 0.001, 0.95), (1.0, 0.3, 0.9), (1.0, 5.0, 0.95), (1.0, 10.0, 0.95)]:
         n = seeds_for_half_width(std_diff, hw, confidence=conf)
         q = 0.5 + conf / 2
         assert stats.t.ppf(q, n - 1) * std_diff / math.sqrt(n) <= hw
-        if n > 2:
+        if n > 3:
             assert stats.t.ppf(q, n - 2) * std_diff / math.sqrt(n - 1) > hw
     assert seeds_for_half_width(1.0, 5.0) == 3  # t_{1, 0.975} / sqrt(2) = 8.98 > 5
-    assert seeds_for_half_width(1.0, 9.0) == 2
-    assert seeds_for_half_width(0.0, 0.01) == 2
+    assert seeds_for_half_width(1.0, 9.0) == 3  # 2 would do, but no verdict below 3 seeds
+    assert seeds_for_half_width(0.0, 0.01) == 3
     with pytest.raises(ValueError, match="half_width"):
         seeds_for_half_width(1.0, 0.0)
     with pytest.raises(ValueError, match="100,000"):
@@ -319,8 +346,9 @@ def test_compare_verdicts_and_columns():
     assert table.index.name == "configuration"
     assert list(table.index) == ["good", "bad", "same"]
     assert list(table.columns) == ["reference", "n", "mean_a", "mean_b", "mean_diff", "low", "high", "half_width",
-                                   "p_value", "p_holm", "verdict", "diverged", "diverged_reference", "boot_low",
-                                   "boot_high", "note"]
+                                   "p_value", "adj_low", "adj_high", "p_adj", "m", "alpha", "mde", "verdict",
+                                   "diverged", "diverged_reference", "boot_low", "boot_high", "note"]
+    assert "p_holm" not in table.columns
     assert table.loc["good", "verdict"] == "better"
     assert table.loc["bad", "verdict"] == "worse"
     assert table.loc["same", "verdict"] == "no detectable difference"
@@ -357,16 +385,28 @@ def test_compare_only_common_seeds():
     assert_allclose(row["mean_a"], x, rtol=1e-12)
 
 
-def test_compare_holm_across_rows():
+def test_compare_bonferroni_across_rows():
     res = _results({"base": 0.0, "a": 0.01, "b": 0.03, "c": -0.02, "d": 0.0}, seed=5, seed_sd=0.02)
     table = compare(res, baseline="base", correct=None)
-    assert_allclose(table["p_holm"], holm(table["p_value"].to_numpy()), rtol=1e-12)
-    assert (table["p_holm"] >= table["p_value"]).all()
+    m = 4
+    assert (table["m"] == m).all() and (table["alpha"] == 0.05).all()
+    assert_allclose(table["p_adj"], np.minimum(1.0, m * table["p_value"].to_numpy()), rtol=1e-12)
+    base = res[res.label == "base"].set_index("seed").test_accuracy
+    for lab in "abcd":
+        x = res[res.label == lab].set_index("seed").test_accuracy
+        t = paired_t(x, base, confidence=1 - 0.05 / m)
+        assert_allclose(table.loc[lab, ["adj_low", "adj_high"]].astype(float), [t["low"], t["high"]], rtol=1e-12)
+        u = paired_t(x, base, confidence=0.95)
+        assert_allclose(table.loc[lab, ["low", "high"]].astype(float), [u["low"], u["high"]], rtol=1e-12)
+    assert (table["adj_high"] - table["adj_low"] > table["high"] - table["low"]).all()
     assert "boot_low" not in table.columns
 
 
-def test_compare_bootstrap_veto():
-    """Every seed gains on the same 1-2 sentences: the t-test is sure, test-set resampling is not."""
+def test_compare_bootstrap_shown_beside_not_veto():
+    """Every seed gains on the same 1-2 sentences: the t-test is sure, test-set resampling is not.
+
+    The verdict follows the adjusted t interval (one rule); the note says the bootstrap disagrees.
+    """
     E, seeds = 40, range(6)
     base = np.random.default_rng(0).random(E) < 0.8
     base[:2] = False
@@ -379,11 +419,130 @@ def test_compare_bootstrap_veto():
             rows.append({"label": label, "seed": s, "test_accuracy": c.mean(), "test_correct": c.copy()})
     res = pd.DataFrame(rows)
     plain = compare(res, baseline="base", correct=None).loc["gain"]
-    assert plain["p_holm"] < 0.05 and plain["verdict"] == "better"
+    assert plain["p_adj"] < 0.05 and plain["verdict"] == "better"
     row = compare(res, baseline="base").loc["gain"]
-    assert row["p_holm"] < 0.05 and row["boot_low"] <= 0 < row["boot_high"]
-    assert row["verdict"] == "no detectable difference"
-    assert "bootstrap" in row["note"]
+    assert row["p_adj"] < 0.05 and row["adj_low"] > 0 and row["boot_low"] <= 0 < row["boot_high"]
+    assert row["verdict"] == "better"
+    assert row["note"] == "the bootstrap interval (seeds and examples) includes 0 while the t interval excludes it"
+    assert plain["note"] == ""
+
+
+def _metric_results(rng, n, effects, sd):
+    """One row per (label, seed) with only the metric: fast random inputs for compare."""
+    base = rng.normal(0.9, 0.01, n)
+    rows = [{"label": "base", "seed": s, "test_accuracy": base[s]} for s in range(n)]
+    for lab, eff in effects.items():
+        vals = base + eff + rng.normal(0, sd, n)
+        rows += [{"label": lab, "seed": s, "test_accuracy": vals[s]} for s in range(n)]
+    return pd.DataFrame(rows)
+
+
+def test_compare_verdict_iff_adjusted_interval_excludes_0_iff_p_adj_below_alpha():
+    rng = np.random.default_rng(2024)
+    seen = {v: 0 for v in ("better", "worse", "no detectable difference")}
+    for _ in range(150):
+        n, m = int(rng.integers(3, 9)), int(rng.integers(1, 5))
+        sd = float(rng.choice([0.002, 0.01]))
+        alpha = float(rng.choice([0.05, 0.1]))
+        effects = {f"c{i}": float(rng.normal(0, 1.5 * sd)) for i in range(m)}
+        table = compare(_metric_results(rng, n, effects, sd), baseline="base", correct=None, alpha=alpha)
+        for _, row in table.iterrows():
+            excludes = row["adj_low"] > 0 or row["adj_high"] < 0
+            decided = row["verdict"] in ("better", "worse")
+            assert decided == excludes == (row["p_adj"] < alpha), row
+            assert row["verdict"] != "better" or row["adj_low"] > 0
+            assert row["verdict"] != "worse" or row["adj_high"] < 0
+            seen[row["verdict"]] += 1
+    assert min(seen.values()) >= 20, seen  # the inputs exercise all three verdicts
+
+
+def test_compare_too_few_seeds_never_better_or_worse():
+    from ftcourse.stats import VERDICTS, too_few_seeds
+    assert too_few_seeds(2) == "too few seeds (n = 2)" and too_few_seeds(0) == "too few seeds (n = 0)"
+    assert too_few_seeds(np.int64(1)) == "too few seeds (n = 1)"
+    assert VERDICTS == ("better", "worse", "no detectable difference")
+    for bad in (-1, 2.0, True, "2"):
+        with pytest.raises(ValueError, match="n must be an integer"):
+            too_few_seeds(bad)
+    # a huge, perfectly consistent gain over 2 seeds: the t columns exclude 0, the verdict does not follow
+    res = _metric_results(np.random.default_rng(1), 2, {"x": 0.05}, 0.0005)
+    row = compare(res, baseline="base", correct=None).loc["x"]
+    assert row["n"] == 2 and row["verdict"] == "too few seeds (n = 2)"
+    assert np.isfinite([row["low"], row["high"], row["adj_low"], row["adj_high"], row["p_adj"]]).all()
+    assert row["adj_low"] > 0 and row["p_adj"] < 0.05  # the t interval alone would have said "better"
+    assert np.isnan(row["mde"])
+    assert "a verdict needs >= 3" in row["note"]
+    assert "includes 0 while" not in row["note"] and "excludes 0 while" not in row["note"]
+
+
+def _power_nct(n, effect, sd, alpha):
+    """Two-sided paired t power, straight from scipy (NaN far tail read as 0)."""
+    df, nc = n - 1, effect / sd * math.sqrt(n)
+    t_crit = stats.t.ppf(1 - alpha / 2, df)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return stats.nct.sf(t_crit, df, nc) + np.nan_to_num(stats.nct.cdf(-t_crit, df, nc))
+
+
+def test_compare_mde_inverts_noncentral_t_power():
+    rng = np.random.default_rng(8)
+    for n, m in [(3, 1), (5, 1), (5, 4), (10, 3), (20, 2)]:
+        effects = {f"c{i}": 0.003 * i for i in range(m)}
+        table = compare(_metric_results(rng, n, effects, 0.01), baseline="base", correct=None)
+        base = table.iloc[0]
+        for lab, row in table.iterrows():
+            sd = (row["half_width"] / stats.t.ppf(0.975, n - 1)) * math.sqrt(n)  # observed sd of the differences
+            assert_allclose(_power_nct(n, row["mde"], sd, 0.05 / m), 0.8, atol=1e-8)
+            se = sd / math.sqrt(n)
+            approx = (stats.t.ppf(1 - 0.05 / m / 2, n - 1) + stats.t.ppf(0.8, n - 1)) * se
+            rel = row["mde"] / approx - 1
+            assert abs(rel) < 0.2, (n, m, rel)  # close to the textbook shortcut ...
+            if n <= 5:
+                assert abs(rel) > 0.005, (n, m, rel)  # ... but not it, where the shortcut is off
+            assert row["mde"] > row["half_width"]  # detecting needs more than the half-width
+        assert np.isfinite(base["mde"])
+
+
+def test_mde_direct_and_monte_carlo():
+    from ftcourse.stats import _mde
+    n, sd, alpha = 5, 0.01, 0.05
+    mde = _mde(n, sd, alpha)
+    rng = np.random.default_rng(5)
+    d = rng.normal(mde, sd, size=(40_000, n))
+    t = d.mean(1) / (d.std(1, ddof=1) / math.sqrt(n))
+    assert abs(np.mean(np.abs(t) > stats.t.ppf(1 - alpha / 2, n - 1)) - 0.8) < 0.012
+    assert np.isnan(_mde(2, sd, alpha)) and np.isnan(_mde(5, 0.0, alpha))
+    assert _mde(5, sd, 0.01) > mde > _mde(6, sd, alpha)  # stricter level or fewer seeds: larger mde
+    assert_allclose(_mde(5, 2 * sd, alpha), 2 * mde, rtol=1e-9)  # scales with the sd
+
+
+def test_half_width_is_not_a_detection_bound():
+    """At a true effect equal to the expected half-width, the test detects it only about half the time."""
+    from ftcourse.stats import _paired_power
+    for n in (3, 5, 10, 30):
+        hw_over_sd = stats.t.ppf(0.975, n - 1) / math.sqrt(n)
+        assert 0.45 < _paired_power(n, hw_over_sd, 0.05) < 0.65
+
+
+def test_compare_zero_sd_and_constant_shift():
+    res = _metric_results(np.random.default_rng(0), 4, {}, 0.0)
+    shifted = res.assign(label="up", test_accuracy=res.test_accuracy + 0.01)
+    same = res.assign(label="same")
+    table = compare(pd.concat([res, shifted, same], ignore_index=True), baseline="base", correct=None)
+    assert table.loc["up", "verdict"] == "better" and table.loc["up", "p_adj"] == 0.0
+    assert table.loc["same", "verdict"] == "no detectable difference" and table.loc["same", "p_adj"] == 1.0
+    assert np.isnan(table["mde"]).all()  # zero sd: nothing to invert
+
+
+def test_compare_bootstrap_at_adjusted_level():
+    res = _results({"base": 0.0, "x": 0.02, "y": 0.0, "z": -0.01}, seeds=range(4), E=300)
+    table = compare(res, baseline="base", n_boot=2000, seed=3)
+    ca = np.stack(res[res.label == "x"].sort_values("seed").test_correct.to_list())
+    cb = np.stack(res[res.label == "base"].sort_values("seed").test_correct.to_list())
+    bt = bootstrap_diff(ca, cb, confidence=1 - 0.05 / 3, n_boot=2000, seed=3)
+    assert_allclose(table.loc["x", ["boot_low", "boot_high"]].astype(float), [bt["low"], bt["high"]], rtol=1e-12)
+    wide = bootstrap_diff(ca, cb, confidence=0.95, n_boot=2000, seed=3)
+    assert bt["low"] < wide["low"] and bt["high"] > wide["high"]
 
 
 def test_compare_pairs_mode():
@@ -423,11 +582,12 @@ def test_compare_one_seed_no_crash():
     table = compare(res, baseline="base", n_boot=200)
     y = table.loc["y"]
     assert y["n"] == 1
-    assert np.isnan([y["low"], y["high"], y["half_width"], y["p_value"], y["p_holm"]]).all()
-    assert y["verdict"] == "no detectable difference" and "1 paired seed" in y["note"]
+    assert np.isnan([y["low"], y["high"], y["half_width"], y["p_value"], y["p_adj"], y["adj_low"], y["mde"]]).all()
+    assert y["verdict"] == "too few seeds (n = 1)" and "1 paired seed" in y["note"]
     assert np.isfinite(y["mean_diff"]) and np.isfinite(y["boot_low"])  # examples are still resampled
-    # the untestable row still counts in Holm's family: m = 2
-    assert_allclose(table.loc["x", "p_holm"], min(1.0, 2 * table.loc["x", "p_value"]), rtol=1e-12)
+    # the untestable row still counts in the Bonferroni family: m = 2
+    assert (table["m"] == 2).all()
+    assert_allclose(table.loc["x", "p_adj"], min(1.0, 2 * table.loc["x", "p_value"]), rtol=1e-12)
 
 
 def test_compare_correct_column_resolution():
@@ -468,10 +628,21 @@ def test_compare_errors():
 
 def test_format_effect():
     row = pd.Series({"mean_diff": 0.0123, "low": -0.004, "high": 0.0286})
-    assert format_effect(row) == "+0.0123 [\u22120.0040, +0.0286]"
+    assert format_effect(row, interval="t") == "+0.0123 [\u22120.0040, +0.0286]"
+    with pytest.raises(ValueError, match="adj_low"):
+        format_effect(row)  # the default is the adjusted interval, which this row lacks
     assert effect_text is format_effect
     assert format_effect({"mean": -0.00001, "low": -0.02, "high": 0.02}) == "+0.0000 [\u22120.0200, +0.0200]"
-    assert format_effect(pd.Series({"mean_diff": 0.01, "low": np.nan, "high": np.nan})) == "+0.0100 [no interval]"
-    res = _results({"base": 0.0, "x": 0.05}, seeds=range(3))
+    assert format_effect(pd.Series({"mean_diff": 0.01, "low": np.nan, "high": np.nan}), interval="t") == \
+        "+0.0100 [no interval]"
+    res = _results({"base": 0.0, "x": 0.05, "y": 0.0}, seeds=range(3))  # m = 2: adjusted != unadjusted
     table_row = compare(res, baseline="base", n_boot=200).loc["x"]
     assert format_effect(table_row, interval="bootstrap").endswith(f"{table_row['boot_high']:+.4f}]")
+    adj = format_effect(table_row)
+    assert adj == format_effect(table_row, interval="adjusted")
+    assert adj.endswith(f"{table_row['adj_high']:+.4f}]") and adj != format_effect(table_row, interval="t")
+    # a bound that is not 0 never prints as 0: its side of 0 stays visible
+    assert format_effect({"mean": 0.01, "low": 0.00003, "high": 0.02}) == "+0.0100 [+0.00003, +0.0200]"
+    assert format_effect({"mean": 0.01, "low": -0.000004, "high": 0.02}) == "+0.0100 [\u22120.000004, +0.0200]"
+    with pytest.raises(ValueError, match="interval"):
+        format_effect(table_row, interval="holm")
