@@ -82,6 +82,11 @@ class LAMB(Optimizer):
 
     def __setstate__(self, state):
         super().__setstate__(state)
+        # torch's __setstate__ (load_state_dict calls it too) adds differentiable=False to
+        # self.defaults, an argument of torch's own optimizers that this class does not take. Filled
+        # into every group below it would make a reloaded optimizer's state_dict() differ from the
+        # one it was loaded from (the round trip that torch's and timm's optimizer tests check).
+        self.defaults.pop("differentiable", None)
         # Fill group keys missing from an older state dict from the defaults, as torch's optimizers
         # do; a group step count saved as a tensor (timm's Lamb does) becomes an int again, so that
         # β^t stays float64 arithmetic.
