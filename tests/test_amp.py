@@ -13,8 +13,16 @@ import pytest
 import torch
 from torch import nn
 
+import ftcourse.amp as ftamp
 from ftcourse.amp import MODES, Precision
 from ftcourse.train import Callback, train
+
+
+@pytest.fixture(autouse=True)
+def fresh_messages(monkeypatch):
+    """Each test starts with no message said yet: Precision says each distinct one once per process,
+    so without this a test's expected message could have been said by an earlier test."""
+    monkeypatch.setattr(ftamp, "_said", set())
 
 
 class InfGrad(torch.autograd.Function):
@@ -164,3 +172,41 @@ def test_bf16_loop_runs_and_keeps_fp32_weights():
     assert len(history.steps) == 3 and history.skipped_steps == 0
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert "loss_scale" not in history.steps_frame()  # bf16 needs no scaler
+
+
+def fake_cuda(monkeypatch, capability=(7, 5), name="Tesla T4"):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda *a, **k: "scaler")
+
+
+def test_auto_on_cuda_says_its_choice_once_per_process(monkeypatch, capsys):
+    """A notebook builds a Precision("auto") per run: the choice was printed 51 times in one notebook."""
+    fake_cuda(monkeypatch)
+    for _ in range(3):
+        assert Precision("auto", "cuda").name == "fp16"
+    out = capsys.readouterr().out
+    assert out.count("[ftcourse.amp] amp='auto' on Tesla T4, compute capability 7.5: fp16") == 1, out
+    # a different message (another GPU, another fallback) is said once too
+    fake_cuda(monkeypatch, (8, 0), "A100")
+    Precision("auto", "cuda")
+    Precision("auto", "cuda")
+    Precision("bf16", "cpu")  # honoured: says nothing
+    Precision("fp16", "cpu")
+    Precision("fp16", "cpu")
+    out = capsys.readouterr().out
+    assert out.count("amp='auto' on A100, compute capability 8.0: bf16") == 1, out
+    assert out.count("using bf16 instead of fp16") == 1, out
+    assert len(out.splitlines()) == 2, out
+
+
+def test_say_once_dedups_per_distinct_message(capsys):
+    assert ftamp.say_once("one") is True
+    assert ftamp.say_once("one") is False
+    assert ftamp.say_once("two") is True
+    assert capsys.readouterr().out == "[ftcourse.amp] one\n[ftcourse.amp] two\n"
+    Precision("auto", "cpu", verbose=False)  # verbose=False neither prints nor uses up the message
+    Precision("auto", "cpu")
+    assert "using fp32 instead of auto" in capsys.readouterr().out

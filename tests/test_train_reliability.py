@@ -146,6 +146,7 @@ def test_training_time_excludes_evaluation_and_callbacks():
 ])
 def test_amp_picks_bf16_only_where_the_gpu_has_it_natively(monkeypatch, capsys, capability, auto, explicit_bf16):
     # is_bf16_supported() counts emulation and says True on a T4 (7.5): it must not decide.
+    monkeypatch.setattr(ftamp, "_said", set())  # each distinct message is said once per process
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4" if capability < (8, 0) else "A100")
