@@ -30,7 +30,8 @@ composes with the others:
   ``state.scheduler`` or set ``state.should_stop``.
 
 The result is a ``History``: per optimizer step the loss, every group's lr, the gradient norm,
-time and tokens/s; per evaluation the validation loss and accuracy; and peak memory.
+time and tokens/s; per evaluation the validation loss and accuracy; and peak memory (on CPU, the
+increase over the process's memory at the start of the run: ``ftcourse.memory``).
 """
 from __future__ import annotations
 
@@ -198,6 +199,9 @@ def _notify(callbacks, event: str, *args) -> None:
 class History:
     steps: list[dict] = field(default_factory=list)  # one row per optimizer step
     evals: list[dict] = field(default_factory=list)  # one row per evaluation
+    # CUDA: the allocator's peak during the run (the model included); CPU: how much the run added to
+    # the process's resident set at its highest (ftcourse.memory.PeakMemory; compare configurations
+    # in fresh processes, ftcourse.memory.measure_in_subprocess, since freed memory is reused)
     peak_memory_mb: float = float("nan")
     train_time_s: float = 0.0  # forward, backward and optimizer steps only
     eval_time_s: float = 0.0  # the loop's validation passes

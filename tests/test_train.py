@@ -53,7 +53,8 @@ def test_history_records_each_step_and_group_lrs():
     assert all(r["grad_norm"] > 0 and r["tokens_per_s"] > 0 and r["items"] == 8 for r in history.steps)
     assert [e["step"] for e in history.evals] == [3, 6, 9, 10]
     assert {"val_loss", "val_accuracy"} <= set(history.evals[0])
-    assert history.peak_memory_mb > 0 and history.train_time_s > 0
+    # on CPU what the run added to the process's RSS: 0 is possible when it reuses freed memory
+    assert history.peak_memory_mb >= 0 and history.train_time_s > 0
 
 
 def test_eval_every_none_evaluates_each_epoch():
