@@ -112,23 +112,46 @@ def move_batch(batch, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+_FIXED_ORDER_SAMPLERS = (torch.utils.data.SequentialSampler, list, tuple, range, np.ndarray)
+
+
+def has_fixed_order(loader) -> bool:
+    """True when every pass over ``loader`` yields its rows in the same, known order.
+
+    So: a plain list of batches (no ``sampler``), a ``DataLoader`` with ``shuffle=False``
+    (``SequentialSampler``) or with a sequence of row indices as its sampler
+    (``make_loader(group_by_length=True, shuffle=False)``: longest first). Not: a random sampler
+    (``shuffle=True``), any other sampler, or a custom ``batch_sampler``, whose order this cannot
+    know. Decided from the loader alone, without a pass over it.
+    """
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    if batch_sampler is not None and type(batch_sampler) is not torch.utils.data.BatchSampler:
+        return False
+    sampler = getattr(loader, "sampler", None)
+    return sampler is None or isinstance(sampler, _FIXED_ORDER_SAMPLERS)
+
+
 def _row_order(loader, n: int) -> np.ndarray | None:
     """Dataset row of each item in the order ``loader`` yields them (None: the order is the rows').
 
     A ``DataLoader`` with ``shuffle=False`` (``SequentialSampler``) yields rows in order; one whose
     sampler is a fixed sequence of indices (``make_loader(group_by_length=True, shuffle=False)``:
-    longest first) yields them in that order. A random sampler has no fixed order to undo.
+    longest first) yields them in that order. A random sampler has no fixed order to undo
+    (:func:`has_fixed_order`).
     """
     sampler = getattr(loader, "sampler", None)
+    if not has_fixed_order(loader):
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        custom = batch_sampler is not None and type(batch_sampler) is not torch.utils.data.BatchSampler
+        what = f"batch sampler {type(batch_sampler).__name__}" if custom else type(sampler).__name__
+        raise ValueError(f"return_predictions needs a loader in a fixed order (shuffle=False, or a list of row "
+                         f"indices as its sampler); got a {what}, whose order may change from pass to pass")
     if sampler is None or isinstance(sampler, torch.utils.data.SequentialSampler):
         return None
-    if isinstance(sampler, (list, tuple, range, np.ndarray)):
-        order = np.asarray(sampler, dtype=np.int64)
-        if len(order) != n or not np.array_equal(np.sort(order), np.arange(n)):
-            raise ValueError(f"the loader's sampler is not a permutation of its {n} rows: predictions have no row order")
-        return order
-    raise ValueError(f"return_predictions needs a loader in a fixed order (shuffle=False, or a list of row indices "
-                     f"as its sampler); got a {type(sampler).__name__}, whose order changes from pass to pass")
+    order = np.asarray(sampler, dtype=np.int64)
+    if len(order) != n or not np.array_equal(np.sort(order), np.arange(n)):
+        raise ValueError(f"the loader's sampler is not a permutation of its {n} rows: predictions have no row order")
+    return order
 
 
 @torch.no_grad()
@@ -339,19 +362,19 @@ def train(
         _notify(callbacks, event, *args)
         clock["callbacks"] += time.perf_counter() - t
 
+    # Predictions ride along for free when the eval loader has a fixed order (decided here, before any
+    # pass: a shuffled loader is evaluated once, without them).
+    keep_predictions = eval_loader is not None and has_fixed_order(eval_loader)
+
     def run_evaluation():
         if eval_loader is None:
             return
         t = time.perf_counter()
-        try:  # predictions ride along for free when the loader has a fixed order
-            metrics = state.evaluate(return_predictions=True)
+        metrics = state.evaluate(return_predictions=keep_predictions)
+        if keep_predictions:
             history.last_eval = {"step": state.step, "predictions": metrics.pop("predictions"),
                                  "labels": metrics.pop("labels")}
             metrics.pop("logits")
-        except ValueError as err:
-            if "fixed order" not in str(err):
-                raise
-            metrics = state.evaluate()
         clock["eval"] += time.perf_counter() - t
         history.evals.append({"step": state.step, "epoch": state.epoch, **{f"val_{k}": v for k, v in metrics.items() if k != "n"}})
         notify("on_evaluate", state, metrics)

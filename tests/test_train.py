@@ -107,3 +107,43 @@ def test_max_steps_and_bad_arguments():
         _run(0, epochs=0)
     with pytest.raises(ValueError, match="eval_every"):
         _run(0, eval_every=0)
+
+
+def _counting_forwards(model):
+    calls = []
+    model.register_forward_hook(lambda module, args, output: calls.append(module.training))
+    return calls
+
+
+def test_a_shuffled_eval_loader_is_evaluated_in_one_pass():
+    """run_evaluation used to try predictions first and, on a shuffled loader, evaluate a second time."""
+    batches = synthetic_batches(4)
+    shuffled = torch.utils.data.DataLoader(batches[:3], batch_size=None, shuffle=True)
+    set_seed(0)
+    model = tiny_classifier("bert")
+    calls = _counting_forwards(model)
+    history = train(model, batches, torch.optim.SGD(model.parameters(), lr=0.1), eval_loader=shuffled,
+                    eval_every=2, progress=False)
+    assert len(history.evals) == 2
+    assert calls.count(False) == 2 * 3  # two evaluations, one pass of 3 batches each
+    assert calls.count(True) == 4  # the training forwards
+    assert history.last_eval is None  # a shuffled loader has no row order to report predictions in
+
+    in_order = torch.utils.data.DataLoader(batches[:3], batch_size=None, shuffle=False)
+    calls.clear()
+    history = train(model, batches, torch.optim.SGD(model.parameters(), lr=0.1), eval_loader=in_order,
+                    progress=False)
+    assert calls.count(False) == 3 and history.last_eval["step"] == 4
+    assert len(history.last_eval["predictions"]) == 3 * 8
+
+
+def test_has_fixed_order():
+    from ftcourse.train import has_fixed_order
+
+    rows = list(range(6))
+    loader = torch.utils.data.DataLoader
+    assert has_fixed_order(synthetic_batches(2))  # a list of batches
+    assert has_fixed_order(loader(rows, batch_size=2))
+    assert has_fixed_order(loader(rows, batch_size=2, sampler=[5, 4, 3, 2, 1, 0]))
+    assert not has_fixed_order(loader(rows, batch_size=2, shuffle=True))
+    assert not has_fixed_order(loader(rows, batch_sampler=[[0, 1], [2, 3], [4, 5]]))  # order unknown
