@@ -27,7 +27,8 @@ composes with the others:
 * everything that reacts to training progress (SWA, early stopping and best-checkpoint selection,
   gradual unfreezing) is a ``Callback`` with ``on_train_begin``, ``on_step_end``,
   ``on_evaluate`` and ``on_train_end``; it sees a ``TrainState`` and may replace
-  ``state.scheduler`` or set ``state.should_stop``.
+  ``state.scheduler`` or set ``state.should_stop``. Callbacks run in increasing ``order``
+  (SWA 0 before early stopping 10, whatever the list's order; see ``train``).
 
 The result is a ``History``: per optimizer step the loss, every group's lr, the gradient norm,
 time and tokens/s; per evaluation the validation loss and accuracy; and peak memory (on CPU, the
@@ -198,9 +199,19 @@ def evaluate(model: nn.Module, loader, device: torch.device | None = None, preci
     return metrics
 
 
+CALLBACK_EVENTS = ("on_train_begin", "on_step_end", "on_evaluate", "on_train_end")
+
+
 class Callback:
     """The pieces that react to training progress. Subclass and override what you need; the loop
-    also accepts any object with some of these methods (so a helper need not import this module)."""
+    also accepts any object with some of these methods (so a helper need not import this module).
+
+    ``order`` (an int, default 0): the loop notifies callbacks in increasing ``order``, and in list
+    order among equal ones (fastai's convention). Objects without the attribute count as 0. See
+    :func:`train` for the orders of the course's callbacks.
+    """
+
+    order: int = 0
 
     def on_train_begin(self, state: "TrainState") -> None: ...
 
@@ -209,6 +220,32 @@ class Callback:
     def on_evaluate(self, state: "TrainState", metrics: dict) -> None: ...
 
     def on_train_end(self, state: "TrainState") -> None: ...
+
+
+def _check_callbacks(callbacks) -> list:
+    """``callbacks`` sorted by their ``order`` (stable), after checking that it is a list (or tuple) of
+    callback objects: TypeError for a single callback, a class instead of an instance, an object
+    with none of the events, an event attribute that is not callable, or an ``order`` that is not an int."""
+    if callbacks is None:
+        return []
+    if not isinstance(callbacks, (list, tuple)):
+        raise TypeError(f"callbacks must be a list of callback objects (callbacks=[cb], not callbacks=cb), "
+                        f"got {type(callbacks).__name__} {callbacks!r}")
+    for i, cb in enumerate(callbacks):
+        if isinstance(cb, type):
+            raise TypeError(f"callbacks[{i}] is the class {cb.__name__}: pass an instance, {cb.__name__}(...)")
+        events = [event for event in CALLBACK_EVENTS if getattr(cb, event, None) is not None]
+        if not events:
+            raise TypeError(f"callbacks[{i}] ({type(cb).__name__}) has none of the methods "
+                            f"{', '.join(CALLBACK_EVENTS)}: it would never be called")
+        for event in events:
+            if not callable(getattr(cb, event)):
+                raise TypeError(f"callbacks[{i}].{event} must be a method, got {type(getattr(cb, event)).__name__}")
+        order = getattr(cb, "order", 0)
+        if isinstance(order, bool) or not isinstance(order, numbers.Integral):
+            raise TypeError(f"callbacks[{i}].order must be an int (callbacks run in increasing order), "
+                            f"got {type(order).__name__} {order!r}")
+    return sorted(callbacks, key=lambda cb: getattr(cb, "order", 0))  # sorted() is stable
 
 
 def _notify(callbacks, event: str, *args) -> None:
@@ -304,7 +341,7 @@ def train(
     max_grad_norm: float | None = 1.0,
     accumulation_steps: int = 1,
     precision: Precision | str | None = None,
-    callbacks: list[Callback] = (),
+    callbacks: list[Callback] | None = (),
     device: torch.device | str | None = None,
     progress=True,
 ) -> History:
@@ -313,6 +350,16 @@ def train(
     Evaluation: ``evals_per_epoch=E`` evaluates at E evenly spaced points of every epoch (the last
     at its end); ``eval_every=n`` every n optimizer steps and after the last one; neither: at the
     end of every epoch. ``max_grad_norm=None`` measures the gradient norm without clipping.
+
+    ``scheduler``: an object with a ``.step()`` method, called once per optimizer step taken (a
+    ``LambdaLR``: ``ftcourse.schedules.get_schedule``, ``transformers.get_scheduler``), or None.
+
+    ``callbacks``: a list of callback objects (:class:`Callback`), notified in increasing ``order``
+    (stable: equal orders keep the list's order), so the list's order does not decide what a
+    correct run needs. The course's orders: ``GradualUnfreezing`` and ``SWACallback`` 0 (the
+    default), ``EarlyStoppingCallback`` (and ``ftcourse.recipe.BestOfCallback``) 10: SWA records a
+    step and ends (its average and its validation score) before early stopping or best-checkpoint
+    selection acts, which may restore other weights or compare them with SWA's.
 
     Divergence: training stops at the first step whose loss is not finite, or (without a
     GradScaler) whose gradient norm is not finite; that step is not applied, so the model keeps its
@@ -335,6 +382,13 @@ def train(
                                       or not math.isfinite(max_grad_norm) or max_grad_norm <= 0):
         raise ValueError(f"max_grad_norm must be a finite number > 0, or None to measure the norm without "
                          f"clipping; got {max_grad_norm!r}")
+    if scheduler is not None and not callable(getattr(scheduler, "step", None)):
+        raise TypeError(
+            f"scheduler must be an object with a .step() method, called once per optimizer step, or None; got "
+            f"{type(scheduler).__name__} {scheduler!r}. A function of the step goes inside "
+            f"torch.optim.lr_scheduler.LambdaLR(optimizer, fn); ftcourse.schedules.get_schedule(name, optimizer, "
+            f"num_warmup_steps, num_training_steps) and transformers.get_scheduler(...) return one")
+    callbacks = _check_callbacks(callbacks)
     if len(train_loader) == 0:
         raise ValueError("train_loader is empty: there is nothing to train on")
     if eval_loader is not None and len(eval_loader) == 0:
