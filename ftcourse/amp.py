@@ -117,6 +117,7 @@ class Precision:
             scaler = torch.amp.GradScaler(self.device_type)
         self.scaler = scaler
         self.skipped_steps = 0
+        self.last_scale: float | None = None  # the loss scale after the last step(), as read there
 
     @property
     def name(self) -> str:
@@ -139,11 +140,15 @@ class Precision:
         if self.scaler is None:
             optimizer.step()
             return True
+        # Host reads (GPU syncs): the scale before, found_inf inside scaler.step() (torch's own), and the
+        # scale after the update, which is what tells a skipped step. After the training loop's own read
+        # of the loss and gradient norm, only the last one waits for the GPU (for the optimizer step).
         scale_before = self.scaler.get_scale()
         self.scaler.step(optimizer)
         self.scaler.update()
+        self.last_scale = self.scaler.get_scale()
         # The scale only ever decreases when inf/nan gradients made the scaler skip the step.
-        stepped = self.scaler.get_scale() >= scale_before
+        stepped = self.last_scale >= scale_before
         self.skipped_steps += not stepped
         return stepped
 

@@ -5,13 +5,14 @@ Copy with: accumulation.py, amp.py, memory.py.
 One optimizer step is::
 
     for window in accumulation_windows(train_loader, k):     # k = 1: one batch a step
-        n = items in the window
+        n = items in the window                               # counted on the CPU batches
         for batch in window:
             with precision.autocast():
                 loss = summed_loss(model(batch), labels) / n  # the window's mean loss
             precision.backward(loss)
         precision.unscale_(optimizer)                        # true gradient units before clipping
         grad_norm = clip_grad_norm_(params, max_grad_norm)    # one clip per optimizer step
+        read loss and grad_norm in one transfer               # the step's one GPU sync; stop if not finite
         if precision.step(optimizer):                        # False: GradScaler skipped (inf/nan)
             scheduler.step()                                  # ...and then the lr must not advance
         optimizer.zero_grad(set_to_none=True)
@@ -36,6 +37,7 @@ increase over the process's memory at the start of the run: ``ftcourse.memory``)
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -111,6 +113,27 @@ def pick_device(device: str | torch.device | None = None, verbose: bool = True) 
 
 def move_batch(batch, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def count_tokens(batch) -> int:
+    """Tokens a batch computes on: the attention mask's ones (padding excluded), else every input id.
+
+    The loop calls it on the batch as the loader yields it, on the CPU, before moving it to the
+    device: counted on a GPU, ``int(mask.sum())`` would wait for the GPU (a host sync) every micro-batch.
+    """
+    if "attention_mask" in batch:
+        return int(batch["attention_mask"].sum())
+    return batch["input_ids"].numel()
+
+
+def _to_host(values: list[torch.Tensor]) -> list[float]:
+    """0-dim tensors as Python floats, in one device-to-host transfer (one sync on a GPU).
+
+    Each value is exactly its ``.item()``: they are stacked in their common dtype (float32 -> float64
+    is exact), so reading them together changes no bit of what is logged.
+    """
+    dtype = functools.reduce(torch.promote_types, (v.dtype for v in values))
+    return torch.stack([v.to(dtype) for v in values]).tolist()
 
 
 _FIXED_ORDER_SAMPLERS = (torch.utils.data.SequentialSampler, list, tuple, range, np.ndarray)
@@ -423,6 +446,8 @@ def train(
     def run_evaluation():
         if eval_loader is None:
             return
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # the last step's kernels belong to the training time
         t = time.perf_counter()
         metrics = state.evaluate(return_predictions=keep_predictions)
         if keep_predictions:
@@ -458,21 +483,28 @@ def train(
             state.epoch = epoch
             for window in accumulation_windows(train_loader, accumulation_steps):
                 t0 = time.perf_counter()
+                # Counted on the CPU batches, before they move to the device: no GPU sync.
                 n_items = sum(count_items(batch["labels"]) for batch in window)
-                n_tokens, window_loss = 0, 0.0
+                n_tokens = sum(count_tokens(batch) for batch in window)
+                losses = []  # each micro-batch's loss, left on the device until the step's one read
                 for batch in window:
                     batch = move_batch(batch, device)
                     labels = batch.pop("labels")
-                    n_tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
                     with precision.autocast():
                         logits = model(**batch).logits
                     # Sum over the micro-batch, divide by the items of the whole window: exact.
                     loss = summed_loss(logits, labels) / n_items
                     precision.backward(loss)
-                    window_loss += loss.item()
+                    losses.append(loss.detach())
                 precision.unscale_(optimizer)
                 # Clipping also returns the norm; max_grad_norm=None only measures it.
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf")).item()
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf"))
+                # The one host-device sync of the step (nanoGPT points out its own the same way): the
+                # losses and the gradient norm come to the CPU in one transfer, before the optimizer
+                # step, which must not be applied when they are not finite. (With a GradScaler,
+                # Precision.step reads the scale too: see ftcourse.amp.)
+                *loss_values, grad_norm = _to_host([*losses, grad_norm])
+                window_loss = sum(loss_values)  # in micro-batch order, as a sum of each loss.item()
                 lrs = [group["lr"] for group in optimizer.param_groups]  # the lrs this step uses
                 state.step += 1
                 if not math.isfinite(window_loss) or (precision.scaler is None and not math.isfinite(grad_norm)):
@@ -488,14 +520,14 @@ def train(
                     state.scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 consecutive_skips = 0 if stepped else consecutive_skips + 1
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)  # honest step times
+                # No synchronize here (it would be a second sync): on a GPU the optimizer step's kernels
+                # may still run and then count in the next step's time; a run's total is unchanged.
                 dt = time.perf_counter() - t0
                 history.steps.append({
                     "step": state.step, "epoch": epoch, "items": n_items, "loss": window_loss, "grad_norm": grad_norm,
                     **{f"lr_{i}": lr for i, lr in enumerate(lrs)}, "time_s": dt,
                     "tokens_per_s": n_tokens / dt, "stepped": stepped,
-                    **({"loss_scale": precision.loss_scale} if precision.scaler is not None else {}),
+                    **({"loss_scale": precision.last_scale} if precision.scaler is not None else {}),
                 })
                 bar.update(1)
                 bar.set_postfix(loss=f"{window_loss:.3f}", refresh=False)
@@ -515,6 +547,8 @@ def train(
                 run_evaluation()
             if state.should_stop or state.step >= total_steps:
                 break
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # the last step's kernels belong to the training time
     bar.close()
     history.peak_memory_mb = memory.peak_mb
     history.skipped_steps = precision.skipped_steps - skipped_before
