@@ -51,7 +51,7 @@ import torch
 from torch import nn
 from tqdm import tqdm  # plain text bar: no ipywidgets needed in Jupyter or nbval
 
-from .accumulation import accumulation_windows, count_items, optimizer_steps_per_epoch, summed_loss
+from .accumulation import IGNORE_INDEX, accumulation_windows, count_items, optimizer_steps_per_epoch, summed_loss
 from .amp import Precision
 from .memory import PeakMemory
 
@@ -340,6 +340,14 @@ def _positive_int(name: str, value, allowed: str = "an int >= 1") -> int:
     return int(value)
 
 
+def _no_labelled_item(step: int, epoch: int, first: int, n_batches: int) -> ValueError:
+    where = f"micro-batch {first + 1}" if n_batches == 1 else f"micro-batches {first + 1}-{first + n_batches}"
+    return ValueError(
+        f"train: the accumulation window of optimizer step {step} (epoch {epoch}, {where} of the epoch) has no "
+        f"labelled item: every label is {IGNORE_INDEX} (ignored), so its mean loss is 0/0 and there is nothing "
+        f"to train on. Remove such examples from the data (a collator or a truncation that masks every label?)")
+
+
 def evaluation_steps(steps_per_epoch: int, epochs: int, evals_per_epoch: int) -> list[int]:
     """The optimizer steps after which to evaluate: ``evals_per_epoch`` evenly spaced points in each
     epoch, the last at the epoch's end (step ``e·S + ceil(j·S/E)`` for j = 1..E); at most one per step."""
@@ -383,6 +391,11 @@ def train(
     default), ``EarlyStoppingCallback`` (and ``ftcourse.recipe.BestOfCallback``) 10: SWA records a
     step and ends (its average and its validation score) before early stopping or best-checkpoint
     selection acts, which may restore other weights or compare them with SWA's.
+
+    An accumulation window (a batch, with ``accumulation_steps=1``) in which every label is
+    ``IGNORE_INDEX`` (-100) has no item to average over: ``train`` raises a ValueError naming the
+    step, epoch and micro-batches, rather than skipping it, because such data is a bug upstream that
+    a skip would hide (it used to surface as a NaN loss, reported as divergence).
 
     Divergence: training stops at the first step whose loss is not finite, or (without a
     GradScaler) whose gradient norm is not finite; that step is not applied, so the model keeps its
@@ -481,10 +494,12 @@ def train(
             if state.should_stop:  # also a stop asked for in on_train_begin: zero steps
                 break
             state.epoch = epoch
-            for window in accumulation_windows(train_loader, accumulation_steps):
+            for w, window in enumerate(accumulation_windows(train_loader, accumulation_steps)):
                 t0 = time.perf_counter()
                 # Counted on the CPU batches, before they move to the device: no GPU sync.
                 n_items = sum(count_items(batch["labels"]) for batch in window)
+                if n_items == 0:
+                    raise _no_labelled_item(state.step + 1, epoch, w * accumulation_steps, len(window))
                 n_tokens = sum(count_tokens(batch) for batch in window)
                 losses = []  # each micro-batch's loss, left on the device until the step's one read
                 for batch in window:

@@ -167,3 +167,17 @@ def test_amp_picks_bf16_only_where_the_gpu_has_it_natively(monkeypatch, capsys, 
 def test_ru_maxrss_is_bytes_on_macos_and_kib_on_linux():
     assert ru_maxrss_mb(2**30, "darwin") == pytest.approx(1024.0)
     assert ru_maxrss_mb(2**20, "linux") == pytest.approx(1024.0)
+
+
+def test_a_window_without_a_labelled_item_is_an_error_naming_the_step():
+    """All labels -100 (IGNORE_INDEX): the window's mean loss is 0/0. It used to surface as a 'diverged
+    at step 3: loss nan' warning, which blames the optimisation for a data problem."""
+    model, batches, optimizer = _setup(n_batches=6)
+    for b in batches[4:6]:  # the third window of two micro-batches: micro-batches 5 and 6
+        b["labels"] = torch.full_like(b["labels"], -100)
+    with pytest.raises(ValueError, match=r"optimizer step 3 \(epoch 0, micro-batches 5-6 of the epoch\).*-100"):
+        train(model, batches, optimizer, accumulation_steps=2, progress=False)
+    model, batches, optimizer = _setup(n_batches=3)
+    batches[1]["labels"][:] = -100  # a micro-batch alone may be empty: its window still has items
+    history = train(model, batches[:2], optimizer, accumulation_steps=2, progress=False)
+    assert len(history.steps) == 1 and history.steps[0]["items"] == 8 and not history.diverged
