@@ -14,7 +14,7 @@ One optimizer step is::
         grad_norm = clip_grad_norm_(params, max_grad_norm)    # one clip per optimizer step
         read loss and grad_norm in one transfer               # the step's one GPU sync; stop if not finite
         if precision.step(optimizer):                        # False: GradScaler skipped (inf/nan)
-            scheduler.step()                                  # ...and then the lr must not advance
+            step += 1; scheduler.step()                       # only steps taken count and move the lr
         optimizer.zero_grad(set_to_none=True)
         every eval_every steps: evaluate on validation
 
@@ -31,9 +31,10 @@ composes with the others:
   ``state.scheduler`` or set ``state.should_stop``. Callbacks run in increasing ``order``
   (SWA 0 before early stopping 10, whatever the list's order; see ``train``).
 
-The result is a ``History``: per optimizer step the loss, every group's lr, the gradient norm,
-time and tokens/s; per evaluation the validation loss and accuracy; and peak memory (on CPU, the
-increase over the process's memory at the start of the run: ``ftcourse.memory``).
+The result is a ``History``: per optimizer step (taken, or skipped by a GradScaler) the loss,
+every group's lr, the gradient norm, time and tokens/s; per evaluation the validation loss and
+accuracy; and peak memory (on CPU, the increase over the process's memory at the start of the run:
+``ftcourse.memory``).
 """
 from __future__ import annotations
 
@@ -280,7 +281,9 @@ def _notify(callbacks, event: str, *args) -> None:
 
 @dataclass
 class History:
-    steps: list[dict] = field(default_factory=list)  # one row per optimizer step
+    # One row per window: an optimizer step taken ("stepped": True), or one the GradScaler skipped
+    # ("stepped": False, its "step" number retried by the next window).
+    steps: list[dict] = field(default_factory=list)
     evals: list[dict] = field(default_factory=list)  # one row per evaluation
     # CUDA: the allocator's peak during the run (the model included); CPU: how much the run added to
     # the process's resident set at its highest (ftcourse.memory.PeakMemory; compare configurations
@@ -322,7 +325,7 @@ class TrainState:
     history: History
     total_steps: int
     eval_loader: object | None = None
-    step: int = 0  # optimizer steps taken so far (skipped ones included)
+    step: int = 0  # optimizer steps taken so far (steps the GradScaler skipped are not counted)
     epoch: int = 0
     should_stop: bool = False
 
@@ -396,6 +399,15 @@ def train(
     ``IGNORE_INDEX`` (-100) has no item to average over: ``train`` raises a ValueError naming the
     step, epoch and micro-batches, rather than skipping it, because such data is a bug upstream that
     a skip would hide (it used to surface as a NaN loss, reported as divergence).
+
+    Skipped steps (fp16): a step the GradScaler skips (inf/nan gradients) leaves the weights as they
+    were, so it is not taken: it gets a ``History.steps`` row (``stepped: False``) but does not advance
+    ``state.step``, the scheduler, the evaluation points or ``on_step_end`` (SWA, unfreezing), and
+    does not count toward the planned ``total_steps`` (``max_steps``, or every window of every
+    epoch): the loop goes on until that many steps are taken, or until the data ends. At the end of
+    the last epoch it stops even if skips left planned steps untaken (each skip leaves one): the
+    schedule then ends short of its end (a linear decay above 0), and ``History.skipped_steps`` says
+    how many. Give ``max_steps`` below the data's windows to leave room for retries.
 
     Divergence: training stops at the first step whose loss is not finite, or (without a
     GradScaler) whose gradient norm is not finite; that step is not applied, so the model keeps its
@@ -471,10 +483,10 @@ def train(
         history.evals.append({"step": state.step, "epoch": state.epoch, **{f"val_{k}": v for k, v in metrics.items() if k != "n"}})
         notify("on_evaluate", state, metrics)
 
-    def diverge(why: str) -> None:
-        history.diverged, history.diverged_step = True, state.step
+    def diverge(step: int, why: str) -> None:
+        history.diverged, history.diverged_step = True, step
         state.should_stop = True
-        warnings.warn(f"train: diverged at optimizer step {state.step}: {why}; training stopped there "
+        warnings.warn(f"train: diverged at optimizer step {step}: {why}; training stopped there "
                       "(the model keeps the weights before that step)", RuntimeWarning, stacklevel=3)
 
     start = time.perf_counter()
@@ -496,10 +508,11 @@ def train(
             state.epoch = epoch
             for w, window in enumerate(accumulation_windows(train_loader, accumulation_steps)):
                 t0 = time.perf_counter()
+                step = state.step + 1  # the optimizer step this window is for (a skipped one is retried)
                 # Counted on the CPU batches, before they move to the device: no GPU sync.
                 n_items = sum(count_items(batch["labels"]) for batch in window)
                 if n_items == 0:
-                    raise _no_labelled_item(state.step + 1, epoch, w * accumulation_steps, len(window))
+                    raise _no_labelled_item(step, epoch, w * accumulation_steps, len(window))
                 n_tokens = sum(count_tokens(batch) for batch in window)
                 losses = []  # each micro-batch's loss, left on the device until the step's one read
                 for batch in window:
@@ -521,38 +534,40 @@ def train(
                 *loss_values, grad_norm = _to_host([*losses, grad_norm])
                 window_loss = sum(loss_values)  # in micro-batch order, as a sum of each loss.item()
                 lrs = [group["lr"] for group in optimizer.param_groups]  # the lrs this step uses
-                state.step += 1
+                row = {"step": step, "epoch": epoch, "items": n_items, "loss": window_loss, "grad_norm": grad_norm,
+                       **{f"lr_{i}": lr for i, lr in enumerate(lrs)}}
                 if not math.isfinite(window_loss) or (precision.scaler is None and not math.isfinite(grad_norm)):
                     optimizer.zero_grad(set_to_none=True)
-                    history.steps.append({"step": state.step, "epoch": epoch, "items": n_items, "loss": window_loss,
-                                          "grad_norm": grad_norm, **{f"lr_{i}": lr for i, lr in enumerate(lrs)},
-                                          "time_s": time.perf_counter() - t0, "tokens_per_s": float("nan"),
+                    history.steps.append({**row, "time_s": time.perf_counter() - t0, "tokens_per_s": float("nan"),
                                           "stepped": False})
-                    diverge(f"loss {window_loss}, gradient norm {grad_norm}")
+                    diverge(step, f"loss {window_loss}, gradient norm {grad_norm}")
                     break
                 stepped = precision.step(optimizer)
-                if stepped and state.scheduler is not None:
-                    state.scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                consecutive_skips = 0 if stepped else consecutive_skips + 1
                 # No synchronize here (it would be a second sync): on a GPU the optimizer step's kernels
                 # may still run and then count in the next step's time; a run's total is unchanged.
                 dt = time.perf_counter() - t0
-                history.steps.append({
-                    "step": state.step, "epoch": epoch, "items": n_items, "loss": window_loss, "grad_norm": grad_norm,
-                    **{f"lr_{i}": lr for i, lr in enumerate(lrs)}, "time_s": dt,
-                    "tokens_per_s": n_tokens / dt, "stepped": stepped,
-                    **({"loss_scale": precision.last_scale} if precision.scaler is not None else {}),
-                })
+                history.steps.append({**row, "time_s": dt, "tokens_per_s": n_tokens / dt, "stepped": stepped,
+                                      **({"loss_scale": precision.last_scale} if precision.scaler is not None else {})})
+                if not stepped:
+                    # The GradScaler skipped it (inf/nan gradients): the weights did not change, so the
+                    # step is not taken. It is recorded, but the schedule, state.step, the callbacks and
+                    # the evaluation points wait for the next window, which tries this step again.
+                    consecutive_skips += 1
+                    if consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
+                        diverge(step, f"{consecutive_skips} consecutive steps skipped by the GradScaler "
+                                      f"(loss scale now {precision.last_scale})")
+                        break
+                    continue
+                consecutive_skips = 0
+                state.step = step
+                if state.scheduler is not None:
+                    state.scheduler.step()
                 bar.update(1)
                 bar.set_postfix(loss=f"{window_loss:.3f}", refresh=False)
                 if parent is not None and (time.perf_counter() - last_postfix > 1.0 or state.step == total_steps):
                     parent.set_postfix_str(f"step {state.step}/{total_steps}, loss {window_loss:.3f}")
                     last_postfix = time.perf_counter()
-                if consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
-                    diverge(f"{consecutive_skips} consecutive steps skipped by the GradScaler "
-                            f"(loss scale now {precision.loss_scale})")
-                    break
                 notify("on_step_end", state)
                 if eval_points is not None and state.step in eval_points:
                     run_evaluation()
