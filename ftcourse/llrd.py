@@ -164,8 +164,8 @@ def split_layers(n_layers: int, n_groups: int) -> list[range]:
     return ranges
 
 
-def grouped_llrd_param_groups(model: nn.Module, group_lrs: Sequence[float], weight_decay: float = COURSE_WEIGHT_DECAY,
-                              head_lr: float | None = None) -> list[dict]:
+def grouped_llrd_param_groups(model: nn.Module, group_lrs: Sequence[float],
+                              weight_decay: float = COURSE_WEIGHT_DECAY, head_lr: float | None = None) -> list[dict]:
     """Grouped LLRD (``roberta_base_AdamW_grouped_LLRD`` of the "Advanced Techniques for Fine-tuning
     Transformers" article, generalised).
 
@@ -177,9 +177,10 @@ def grouped_llrd_param_groups(model: nn.Module, group_lrs: Sequence[float], weig
 
     ``group_lrs``: a list, tuple or 1-D numpy array of lrs, bottom group first. Groups and names are
     as in :func:`llrd_param_groups` (one group per block and decay kind), so the two variants plot
-    and inspect the same way; ``weight_decay`` defaults to the course's 0.01, as there. Raises ValueError for an empty ``group_lrs``, more groups than layers,
-    a non-positive lr, ``weight_decay`` < 0 or NaN, or ``head_lr <= 0``; TypeError when
-    ``group_lrs`` is not a sequence of numbers.
+    and inspect the same way; ``weight_decay`` defaults to the course's 0.01, as there. Raises
+    ValueError for an empty ``group_lrs``, more groups than layers, a non-positive lr,
+    ``weight_decay`` < 0 or NaN, or ``head_lr <= 0``; TypeError when ``group_lrs`` is not a
+    sequence of numbers.
     """
     # Not Sequence alone: a numpy array is not registered as one. Sets and dicts have no order of groups.
     if isinstance(group_lrs, (str, bytes, Mapping, Set)) or not hasattr(group_lrs, "__len__") \

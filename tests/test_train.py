@@ -233,7 +233,8 @@ def test_scheduler_must_have_a_step_method():
     def schedule(step):
         return 1.0
 
-    with pytest.raises(TypeError, match=r"scheduler must be an object with a \.step\(\) method.*LambdaLR.*get_schedule"):
+    with pytest.raises(TypeError,
+                       match=r"scheduler must be an object with a \.step\(\) method.*LambdaLR.*get_schedule"):
         _run(0, max_steps=1, scheduler=schedule)
     with pytest.raises(TypeError, match="scheduler must be"):
         _run(0, max_steps=1, scheduler="linear")
