@@ -45,6 +45,7 @@ import os
 import random
 import warnings
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -156,6 +157,20 @@ def has_fixed_order(loader) -> bool:
     return sampler is None or isinstance(sampler, _FIXED_ORDER_SAMPLERS)
 
 
+def _check_loader(name: str, loader, needs_len: bool = True) -> None:
+    """TypeError unless ``loader`` is an iterable of batches (a ``DataLoader``, a list of dict batches);
+    with ``needs_len``, one with a length (train plans its steps from it, and passes over it again)."""
+    if isinstance(loader, Mapping):  # a dict, or transformers' BatchEncoding: iterating gives its keys
+        raise TypeError(f"{name} must be a DataLoader or a list of batches, got a {type(loader).__name__}: "
+                        f"one batch? pass [batch]")
+    if isinstance(loader, (str, bytes)) or not isinstance(loader, Iterable):
+        raise TypeError(f"{name} must be a DataLoader or a list of batches (dicts of tensors), "
+                        f"got {type(loader).__name__}")
+    if needs_len and not hasattr(loader, "__len__"):
+        raise TypeError(f"{name} has no length (a {type(loader).__name__}): pass a DataLoader or a list of "
+                        f"batches; train plans its steps from len({name}), and a generator is used up by one pass")
+
+
 def _row_order(loader, n: int) -> np.ndarray | None:
     """Dataset row of each item in the order ``loader`` yields them (None: the order is the rows').
 
@@ -184,14 +199,18 @@ def evaluate(model: nn.Module, loader, device: torch.device | None = None, preci
              return_predictions: bool = False) -> dict:
     """Mean loss and accuracy over ``loader``, in eval mode (dropout off); restores train mode.
 
-    ``precision``: evaluate under the same autocast as training (default: fp32).
+    ``precision``: evaluate under the same autocast as training: a ``Precision`` or a mode, as
+    :func:`train` takes (default: fp32). ``loader``: a ``DataLoader`` or an iterable of batches
+    (TypeError for one batch, a dict, passed alone).
     ``return_predictions``: also return ``predictions`` (the argmax class), ``labels`` and ``logits``
     (float32) as numpy arrays in **dataset row order**, also when the loader yields the rows in
     another fixed order (length-sorted evaluation batches), so two runs can be compared example
     by example. Sequence classification only (one label per row).
     """
+    _check_loader("loader", loader, needs_len=False)
     device = device or next(model.parameters()).device
-    precision = precision or Precision(None, device)
+    if not isinstance(precision, Precision):  # a mode ("bf16", ...) or None, as train() takes
+        precision = Precision(precision, device)
     was_training = model.training
     model.eval()
     loss_sum, correct, n = 0.0, 0, 0
@@ -430,6 +449,16 @@ def train(
                                       or not math.isfinite(max_grad_norm) or max_grad_norm <= 0):
         raise ValueError(f"max_grad_norm must be a finite number > 0, or None to measure the norm without "
                          f"clipping; got {max_grad_norm!r}")
+    if isinstance(optimizer, type):
+        raise TypeError(f"optimizer is the class {optimizer.__name__}: pass an instance, e.g. "
+                        f"{optimizer.__name__}(model.parameters(), lr=...)")
+    if not (hasattr(optimizer, "param_groups") and callable(getattr(optimizer, "step", None))
+            and callable(getattr(optimizer, "zero_grad", None))):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer (e.g. torch.optim.AdamW(model.parameters(), "
+                        f"lr=2e-5)), got {type(optimizer).__name__}")
+    _check_loader("train_loader", train_loader)
+    if eval_loader is not None:
+        _check_loader("eval_loader", eval_loader)
     if scheduler is not None and not callable(getattr(scheduler, "step", None)):
         raise TypeError(
             f"scheduler must be an object with a .step() method, called once per optimizer step, or None; got "

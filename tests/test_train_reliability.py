@@ -181,3 +181,44 @@ def test_a_window_without_a_labelled_item_is_an_error_naming_the_step():
     batches[1]["labels"][:] = -100  # a micro-batch alone may be empty: its window still has items
     history = train(model, batches[:2], optimizer, accumulation_steps=2, progress=False)
     assert len(history.steps) == 1 and history.steps[0]["items"] == 8 and not history.diverged
+
+
+@pytest.mark.parametrize("make_loader, match", [
+    (lambda batches: batches[0], "one batch"),  # a single batch (a dict): iterating it gives its keys
+    (lambda batches: iter(batches), "has no length"),  # a generator: the planned steps are unknown
+    (lambda batches: 42, "train_loader must be"),
+])
+def test_a_train_loader_that_is_not_a_loader_is_a_type_error(make_loader, match):
+    model, batches, optimizer = _setup()
+    with pytest.raises(TypeError, match=match):
+        train(model, make_loader(batches), optimizer, progress=False)
+    with pytest.raises(TypeError, match=match.replace("train_loader", "eval_loader")):
+        train(model, batches, optimizer, eval_loader=make_loader(batches), progress=False)
+
+
+@pytest.mark.parametrize("make_loader, match", [
+    (lambda batches: batches[0], "one batch"),
+    (lambda batches: 42, "loader must be"),
+])
+def test_evaluate_refuses_what_is_not_a_loader(make_loader, match):
+    model, batches, _ = _setup()
+    with pytest.raises(TypeError, match=match):
+        evaluate(model, make_loader(batches))
+    assert evaluate(model, iter(batches[:2]))["n"] == 16  # evaluate needs no length: one pass
+
+
+@pytest.mark.parametrize("optimizer, match", [
+    (lambda model: model.parameters(), "optimizer must be a torch.optim.Optimizer"),
+    (lambda model: torch.optim.AdamW, "an instance"),
+])
+def test_optimizer_must_be_an_optimizer(optimizer, match):
+    model, batches, _ = _setup()
+    with pytest.raises(TypeError, match=match):
+        train(model, batches, optimizer(model), progress=False)
+
+
+def test_evaluate_takes_a_precision_mode_as_train_does():
+    model, batches, _ = _setup()
+    assert evaluate(model, batches[:2], precision="fp32") == evaluate(model, batches[:2])
+    with pytest.raises(ValueError, match="amp must be one of"):
+        evaluate(model, batches[:2], precision="fp8")
