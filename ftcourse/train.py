@@ -213,26 +213,29 @@ def evaluate(model: nn.Module, loader, device: torch.device | None = None, preci
         precision = Precision(precision, device)
     was_training = model.training
     model.eval()
-    loss_sum, correct, n = 0.0, 0, 0
-    kept_logits, kept_labels = [], []
+    # Per batch, the sums stay on the device: one transfer at the end, not a GPU sync per batch.
+    loss_sums, corrects, kept_logits, kept_labels, n = [], [], [], [], 0
     for batch in loader:
+        n += count_items(batch["labels"])  # on the CPU batch, before it moves
+        if return_predictions:
+            kept_labels.append(batch["labels"])
         batch = move_batch(batch, device)
         labels = batch.pop("labels")
         with precision.autocast():
             logits = model(**batch).logits
-        loss_sum += summed_loss(logits, labels).item()
-        correct += (logits.argmax(-1) == labels).sum().item()
-        n += count_items(labels)
+        loss_sums.append(summed_loss(logits, labels))
+        corrects.append((logits.argmax(-1) == labels).sum())
         if return_predictions:
-            kept_logits.append(logits.detach().float().cpu())
-            kept_labels.append(labels.cpu())
+            kept_logits.append(logits.float())
     model.train(was_training)
     if n == 0:
         raise ValueError("evaluate: the loader yielded no labelled item (an empty loader?): there is nothing to average")
+    loss_sum = sum(_to_host(loss_sums))  # in batch order, as a sum of each batch's .item()
+    correct = int(torch.stack(corrects).sum())
     metrics = {"loss": loss_sum / n, "accuracy": correct / n, "n": n}
     if return_predictions:
-        logits_np = torch.cat(kept_logits).numpy()
-        labels_np = torch.cat(kept_labels).numpy()
+        logits_np = torch.cat(kept_logits).cpu().numpy()
+        labels_np = torch.cat(kept_labels).cpu().numpy()
         order = _row_order(loader, len(labels_np))
         if order is not None:  # item k of the pass is row order[k]: put it back there
             unsorted_logits, unsorted_labels = np.empty_like(logits_np), np.empty_like(labels_np)

@@ -121,3 +121,61 @@ def test_one_host_read_per_optimizer_step(monkeypatch):
     history = train(model, batches, optimizer, accumulation_steps=3, callbacks=[EndOfStep()], progress=False)
     assert len(history.steps) == 3
     assert [len(r) for r in per_step] == [1, 1, 1], per_step
+
+
+@pytest.mark.parametrize("return_predictions", [False, True])
+def test_evaluate_reads_the_device_a_fixed_number_of_times(monkeypatch, return_predictions):
+    """Not three reads (loss, correct count, item count) per batch: the item count comes from the CPU
+    batch, and the sums come over once, whatever the number of batches."""
+    reads = []
+    counting_items = {"now": False}
+
+    def counting(name):
+        original = getattr(torch.Tensor, name)
+
+        def method(self, *args, **kwargs):
+            if sys._getframe(1).f_globals.get("__name__", "").startswith("ftcourse") and not counting_items["now"]:
+                reads.append(name)
+            return original(self, *args, **kwargs)
+
+        return method
+
+    for name in HOST_READS:
+        monkeypatch.setattr(torch.Tensor, name, counting(name))
+    model, batches, _ = _setup()
+    labels = {id(b["labels"]) for b in batches}
+    real_count_items = ftrain.count_items
+
+    def count_items(tensor):  # allowed: it reads the labels of the CPU batch, before the batch moves
+        assert id(tensor) in labels, "count_items on a tensor that is not the loader's (CPU) labels"
+        counting_items["now"] = True
+        try:
+            return real_count_items(tensor)
+        finally:
+            counting_items["now"] = False
+
+    monkeypatch.setattr(ftrain, "count_items", count_items)
+    per_pass = []
+    for n_batches in (2, 6):
+        reads.clear()
+        ftrain.evaluate(model, batches[:n_batches], return_predictions=return_predictions)
+        per_pass.append(len(reads))
+    # loss sums and correct counts; with predictions also .cpu() and .numpy() of logits and labels
+    assert per_pass[0] == per_pass[1] <= (6 if return_predictions else 2), per_pass
+
+
+def test_evaluate_metrics_are_unchanged_bit_for_bit():
+    """The sums are those of each batch's .item(), added in batch order, as before."""
+    model, batches, _ = _setup()
+    model.eval()
+    loss_sum, correct, n = 0.0, 0, 0
+    with torch.no_grad():
+        for b in batches:
+            b = dict(b)
+            labels = b.pop("labels")
+            logits = model(**b).logits
+            loss_sum += summed_loss(logits, labels).item()
+            correct += (logits.argmax(-1) == labels).sum().item()
+            n += count_items(labels)
+    metrics = ftrain.evaluate(model, batches, return_predictions=True)
+    assert (metrics["loss"], metrics["accuracy"], metrics["n"]) == (loss_sum / n, correct / n, n)
