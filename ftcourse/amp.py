@@ -15,7 +15,8 @@ fp16. So ``"auto"`` on a T4 is fp16 + ``GradScaler``.
 
 A mode the device cannot honour falls back with a printed message, never silently:
 fp16 on CPU becomes bf16 (CPU autocast supports bf16), bf16 on a CUDA GPU without native bf16
-becomes fp16 with a scaler, anything on MPS becomes fp32.
+becomes fp16 with a scaler, anything on MPS becomes fp32. Each distinct message (the "auto" choice,
+a fallback) is printed once per process, not once per ``Precision``: a notebook makes one per run.
 
 Reference: PyTorch "Automatic Mixed Precision" docs (torch.amp.autocast, torch.amp.GradScaler);
 Micikevicius et al. 2018, "Mixed Precision Training" (loss scaling).
@@ -30,6 +31,23 @@ MODES = (None, "fp32", "fp16", "bf16", "auto")
 
 
 NATIVE_BF16_CAPABILITY = (8, 0)
+
+# Messages already printed by this process. A notebook builds one Precision per run (51 in one
+# notebook), and the choice or fallback is the same every time: say it once, not once per run.
+_said: set[str] = set()
+
+
+def say_once(message: str) -> bool:
+    """Print ``[ftcourse.amp] message`` the first time this process sees ``message``; True if printed.
+
+    Each distinct message is printed once per process (another GPU, mode or fallback is another
+    message, and is printed too); restart the kernel to see them again.
+    """
+    if message in _said:
+        return False
+    _said.add(message)
+    print(f"[ftcourse.amp] {message}")
+    return True
 
 
 def cuda_has_native_bf16(device: str | torch.device = "cuda") -> bool:
@@ -48,7 +66,7 @@ def _resolve(mode: str | None, device: torch.device, verbose: bool) -> torch.dty
 
     def say(message):
         if verbose:
-            print(f"[ftcourse.amp] {message}")
+            say_once(message)
 
     def fallback(to, why):
         say(f"{why}: using {to} instead of {mode}.")
@@ -99,6 +117,7 @@ class Precision:
             scaler = torch.amp.GradScaler(self.device_type)
         self.scaler = scaler
         self.skipped_steps = 0
+        self.last_scale: float | None = None  # the loss scale after the last step(), as read there
 
     @property
     def name(self) -> str:
@@ -121,11 +140,15 @@ class Precision:
         if self.scaler is None:
             optimizer.step()
             return True
+        # Host reads (GPU syncs): the scale before, found_inf inside scaler.step() (torch's own), and the
+        # scale after the update, which is what tells a skipped step. After the training loop's own read
+        # of the loss and gradient norm, only the last one waits for the GPU (for the optimizer step).
         scale_before = self.scaler.get_scale()
         self.scaler.step(optimizer)
         self.scaler.update()
+        self.last_scale = self.scaler.get_scale()
         # The scale only ever decreases when inf/nan gradients made the scaler skip the step.
-        stepped = self.scaler.get_scale() >= scale_before
+        stepped = self.last_scale >= scale_before
         self.skipped_steps += not stepped
         return stepped
 

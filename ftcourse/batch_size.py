@@ -41,7 +41,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .memory import PeakMemory, rss_mb
+from .memory import PeakMemory
 
 SUPPORTED_DEVICE_TYPES = ("cuda", "cpu")
 
@@ -219,10 +219,9 @@ def _trial(try_batch, batch: int, device: torch.device, budget: float | None) ->
         peak = memory.peak_mb
     else:
         _release_cpu_memory()
-        before = rss_mb()
-        with PeakMemory(device) as memory:
+        with PeakMemory(device) as memory:  # on CPU: what the trial adds to the process's RSS
             try_batch(batch)
-        peak = memory.peak_mb - before
+        peak = memory.peak_mb
     if budget is None:
         return True, f"peak {peak:.0f} MiB"
     return peak <= budget, f"peak {peak:.0f} MiB {'<=' if peak <= budget else '>'} budget {budget:.0f} MiB"

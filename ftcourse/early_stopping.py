@@ -137,7 +137,13 @@ class EarlyStoppingCallback:
     For selection built on top (e.g. the best of the checkpoints and an SWA average): pass
     ``restore=False``, then after training read :attr:`best_score` (the best checkpoint's
     validation metric; None if no finite evaluation) and call :meth:`restore_best` if it wins.
+
+    ``order = 10``: ``ftcourse.train.train`` notifies callbacks in increasing ``order``, so this
+    runs after SWA (order 0) at every event: the average has recorded the step, and at the end has
+    its score, before this callback stops training or restores the best weights.
     """
+
+    order = 10
 
     def __init__(self, early_stopping: EarlyStopping, metric: str = "accuracy", restore: bool = True):
         if not isinstance(early_stopping, EarlyStopping):

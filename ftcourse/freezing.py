@@ -229,7 +229,11 @@ class GradualUnfreezing:
 
     ``every_steps`` and the entries of ``unfreeze_at_steps`` may be Python or numpy ints (a list,
     tuple, range or 1-D numpy array of steps); bools and floats are refused.
+
+    ``order = 0``, the default of ``ftcourse.train.train``'s callbacks (notified in increasing order).
     """
+
+    order = 0
 
     def __init__(self, model: nn.Module, every_steps: int | None = None,
                  unfreeze_at_steps: Sequence[int] | None = None, unfreeze_embeddings: bool = True):

@@ -63,6 +63,12 @@ from .models import EMBEDDINGS, HEAD, ArgumentTypeError, _is_int, _is_real, enco
 from .param_groups import check_weight_decay, is_no_decay
 
 
+# The course's weight decay (every profile of ftcourse.profiles; BERT's and transformers' usual
+# fine-tuning value), the default of both builders here. Not 0: LAMB and LARS adapt a tensor's step only
+# in groups whose weight decay is not 0, so groups without any turned LAMB silently into Adam.
+COURSE_WEIGHT_DECAY = 0.01
+
+
 def _check_positive(name: str, value) -> float:
     if not _is_real(value):
         raise ArgumentTypeError(f"{name} must be a finite number > 0, got {value!r}")
@@ -103,7 +109,7 @@ def _param_groups(model: nn.Module, block_lrs: dict[str, float], weight_decay: f
     return groups
 
 
-def llrd_param_groups(model: nn.Module, lr: float, decay: float, weight_decay: float = 0.0,
+def llrd_param_groups(model: nn.Module, lr: float, decay: float, weight_decay: float = COURSE_WEIGHT_DECAY,
                       head_lr: float | None = None) -> list[dict]:
     """Parameter groups with layer-wise lr decay (Howard & Ruder 2018; Zhang et al. 2021, sec. 5).
 
@@ -112,8 +118,10 @@ def llrd_param_groups(model: nn.Module, lr: float, decay: float, weight_decay: f
     Techniques for Fine-tuning Transformers" article. Zhang et al.'s code gives the top layer
     ``lr * decay`` already: ``llrd_param_groups(model, lr=lr * decay, decay=decay, head_lr=lr)``
     (module docstring). Biases and normalisation weights get weight decay 0, every other parameter
-    ``weight_decay``. Only parameters with ``requires_grad``, each exactly once. Pass the result to
-    any torch optimizer: ``torch.optim.AdamW(groups, lr=lr)``.
+    ``weight_decay``, by default the course's 0.01 (``COURSE_WEIGHT_DECAY``; it was 0.0, with which
+    ``ftcourse.optim.LAMB`` never applies its trust ratio and is plain Adam; pass
+    ``weight_decay=0.0`` explicitly for no decay). Only parameters with ``requires_grad``, each
+    exactly once. Pass the result to any torch optimizer: ``torch.optim.AdamW(groups, lr=lr)``.
 
     ``decay=1`` gives every block the same lr (plain fine-tuning with a possibly different head lr).
     Numbers may be Python or numpy numbers. Raises ValueError for ``lr <= 0``, ``decay`` outside
@@ -156,8 +164,8 @@ def split_layers(n_layers: int, n_groups: int) -> list[range]:
     return ranges
 
 
-def grouped_llrd_param_groups(model: nn.Module, group_lrs: Sequence[float], weight_decay: float = 0.0,
-                              head_lr: float | None = None) -> list[dict]:
+def grouped_llrd_param_groups(model: nn.Module, group_lrs: Sequence[float],
+                              weight_decay: float = COURSE_WEIGHT_DECAY, head_lr: float | None = None) -> list[dict]:
     """Grouped LLRD (``roberta_base_AdamW_grouped_LLRD`` of the "Advanced Techniques for Fine-tuning
     Transformers" article, generalised).
 
@@ -169,9 +177,10 @@ def grouped_llrd_param_groups(model: nn.Module, group_lrs: Sequence[float], weig
 
     ``group_lrs``: a list, tuple or 1-D numpy array of lrs, bottom group first. Groups and names are
     as in :func:`llrd_param_groups` (one group per block and decay kind), so the two variants plot
-    and inspect the same way. Raises ValueError for an empty ``group_lrs``, more groups than layers,
-    a non-positive lr, ``weight_decay`` < 0 or NaN, or ``head_lr <= 0``; TypeError when
-    ``group_lrs`` is not a sequence of numbers.
+    and inspect the same way; ``weight_decay`` defaults to the course's 0.01, as there. Raises
+    ValueError for an empty ``group_lrs``, more groups than layers, a non-positive lr,
+    ``weight_decay`` < 0 or NaN, or ``head_lr <= 0``; TypeError when ``group_lrs`` is not a
+    sequence of numbers.
     """
     # Not Sequence alone: a numpy array is not registered as one. Sets and dicts have no order of groups.
     if isinstance(group_lrs, (str, bytes, Mapping, Set)) or not hasattr(group_lrs, "__len__") \

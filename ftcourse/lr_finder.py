@@ -134,6 +134,12 @@ class LRRangeTestResult:
         return ax
 
 
+def _check_number(name: str, value, allowed: str) -> None:
+    """TypeError naming ``name`` unless ``value`` is a Python or numpy real number (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"Invalid {name}: {value!r} ({name} must be {allowed}, got {type(value).__name__})")
+
+
 def _to_cpu(obj):
     """A copy of ``obj`` with every tensor copied to the CPU (dicts, lists and tuples walked)."""
     if isinstance(obj, torch.Tensor):
@@ -174,14 +180,25 @@ def lr_range_test(model: torch.nn.Module, train_loader, optimizer: torch.optim.O
     not restored: dropout masks and shuffling have moved on).
 
     Raises ``ValueError`` for an empty ``train_loader`` (or one that yields nothing on a second
-    pass, as an exhausted generator does: pass a list or a ``DataLoader``). A loss that is not
+    pass, as an exhausted generator does: pass a list or a ``DataLoader``), for ``smoothing``
+    outside (0, 1], ``diverge_factor`` not > 1 (NaN included) and ``max_grad_norm`` not a finite
+    number > 0; ``TypeError`` for a non-number among these three (before any step). A loss that is not
     finite at the first step gives an empty result (see :class:`LRRangeTestResult`).
     """
     lrs = range_test_lrs(start_lr, end_lr, num_steps, mode)
+    _check_number("smoothing", smoothing, "a number in (0, 1]")
     if not 0 < smoothing <= 1:
-        raise ValueError(f"Invalid smoothing: {smoothing} (smoothing must be in (0, 1])")
-    if diverge_factor is not None and diverge_factor <= 1:
-        raise ValueError(f"Invalid diverge_factor: {diverge_factor} (diverge_factor must be > 1 or None)")
+        raise ValueError(f"Invalid smoothing: {smoothing} (smoothing must be a number in (0, 1])")
+    if diverge_factor is not None:
+        _check_number("diverge_factor", diverge_factor, "> 1 or None")
+        if not diverge_factor > 1:  # not `<= 1`, which NaN passes: a NaN factor never stops a blow-up
+            raise ValueError(f"Invalid diverge_factor: {diverge_factor} (diverge_factor must be > 1 or None)")
+    if max_grad_norm is not None:
+        # A negative one made clip_grad_norm_'s coefficient negative: every step went uphill, silently.
+        _check_number("max_grad_norm", max_grad_norm, "a finite number > 0, or None to measure without clipping")
+        if not (math.isfinite(max_grad_norm) and max_grad_norm > 0):
+            raise ValueError(f"Invalid max_grad_norm: {max_grad_norm} (max_grad_norm must be a finite number > 0, "
+                             f"or None to measure without clipping)")
     loss_fn = loss_fn or _default_loss
     device = torch.device(device) if device is not None else next(model.parameters()).device
     initial_lrs = [float(g["lr"]) for g in optimizer.param_groups]

@@ -166,7 +166,8 @@ def warmup_stable_decay_multiplier(step: int, *, num_warmup_steps: int, num_stab
     """Warmup from ``min_lr_ratio`` to 1, a constant stage, a decay back to ``min_lr_ratio``; as transformers.
 
     ``warmup_type`` and ``decay_type`` are ``"linear"``, ``"cosine"`` or ``"1-sqrt"``; after the
-    three stages the multiplier stays at ``min_lr_ratio``.
+    three stages the multiplier stays at ``min_lr_ratio``. :func:`get_schedule` refuses stages longer
+    than the training (``W + num_stable_steps + num_decay_steps > N``): the decay would not end.
     """
     if step < num_warmup_steps:
         progress = float(step) / float(max(1, num_warmup_steps))
@@ -291,14 +292,19 @@ def _lr_lambda(name: str, optimizer, num_warmup_steps: int, num_training_steps: 
                          "as transformers' get_wsd_schedule)")
     num_decay_steps = _check_int(kwargs["num_decay_steps"], "num_decay_steps", 0)
     num_stable_steps = kwargs.get("num_stable_steps")
-    if num_stable_steps is None:
-        num_stable_steps = N - W - num_decay_steps
-        if num_stable_steps < 0:
-            raise ValueError(
-                f"Invalid num_decay_steps: {num_decay_steps} (num_warmup_steps + num_decay_steps must be "
-                f"<= num_training_steps = {N})"
-            )
+    if num_stable_steps is None:  # the stable stage fills the training
+        num_stable_steps = max(0, N - W - num_decay_steps)
     num_stable_steps = _check_int(num_stable_steps, "num_stable_steps", 0)
+    # Stages longer than the training (transformers accepts them) leave the decay unfinished, or not
+    # even started, at the last step: the run would end above min_lr_ratio without a word.
+    stages = W + num_stable_steps + num_decay_steps
+    if stages > N:
+        raise ValueError(
+            f"Invalid warmup_stable_decay stages: num_warmup_steps + num_stable_steps + num_decay_steps = "
+            f"{W} + {num_stable_steps} + {num_decay_steps} = {stages} is longer than the training "
+            f"(num_training_steps = {N}): the decay would not reach min_lr_ratio by the last step; shorten a stage "
+            f"(num_stable_steps may be left out: it then fills num_training_steps)"
+        )
     for arg in ("warmup_type", "decay_type"):
         value = kwargs.get(arg, "linear" if arg == "warmup_type" else "cosine")
         if not isinstance(value, str):
@@ -340,7 +346,8 @@ def get_schedule(name: str, optimizer: torch.optim.Optimizer, num_warmup_steps: 
         ValueError: unknown ``name`` (the message lists the valid names), negative
             ``num_warmup_steps``, ``num_training_steps <= 0``, ``num_warmup_steps >
             num_training_steps``, a keyword argument the schedule does not take, a missing
-            required one, ``gamma <= 0`` or not finite, ``num_cycles`` not finite, ``power < 0``
+            required one, ``warmup_stable_decay`` stages longer than ``num_training_steps``
+            (``W + num_stable_steps + num_decay_steps > N``), ``gamma <= 0`` or not finite, ``num_cycles`` not finite, ``power < 0``
             or not finite, ``min_lr_ratio`` outside [0, 1] (or NaN), ``lr_end`` not below the lr.
         TypeError: a step count that is not an integer (a float, a bool), a number argument that
             is not a real number, ``warmup_type``/``decay_type`` not a string.

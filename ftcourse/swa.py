@@ -150,7 +150,12 @@ class SWACallback:
     accuracy of the averaged model, if the run had an eval loader), ``lrs`` (the SWA lrs). These
     are per run: :meth:`reset` (called by ``on_train_begin``) clears them, so reusing the object in
     another ``train()`` call gives what a fresh one would.
+
+    ``order = 0``: ``ftcourse.train.train`` notifies callbacks in increasing ``order``; early
+    stopping and best-checkpoint selection (order 10) run after this one, whatever the list's order.
     """
+
+    order = 0
 
     def __init__(self, start: float = 0.75, swa_lr: float | Sequence[float] | None = None, anneal_steps: int = 0,
                  anneal_strategy: str = "cos", update_every: int = 1, ema_decay: float | None = None,

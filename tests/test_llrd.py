@@ -327,3 +327,21 @@ def test_block_lrs_orders_layers_numerically():
     groups += [{"params": [], "lr": 9.0, "name": "head.no_decay"},
                {"params": [], "lr": 0.5, "name": "embeddings.decay"}]
     assert list(block_lrs(groups)) == ["embeddings", "layer_1", "layer_2", "layer_10", "head"]
+
+
+def test_default_weight_decay_is_the_courses_and_lamb_keeps_its_trust_ratio():
+    """The default was 0.0: with it, ``LAMB(llrd_param_groups(...))`` had weight decay 0 in every group,
+    and LAMB applies its trust ratio only where the weight decay is not 0, so it silently became Adam."""
+    import warnings
+
+    from ftcourse.llrd import COURSE_WEIGHT_DECAY
+    from ftcourse.optim import LAMB
+
+    assert COURSE_WEIGHT_DECAY == 0.01
+    model = tiny_model("bert", n_layers=3)
+    for groups in (llrd_param_groups(model, 1e-3, 0.9), grouped_llrd_param_groups(model, [1e-4, 1e-3])):
+        assert {g["weight_decay"] for g in groups if g["name"].endswith(".decay")} == {0.01}
+        assert {g["weight_decay"] for g in groups if g["name"].endswith(".no_decay")} == {0.0}
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no "trust ratio never applies" warning
+            LAMB(groups, lr=1e-3)

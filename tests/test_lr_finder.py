@@ -281,3 +281,25 @@ def test_on_cuda_the_snapshot_takes_no_gpu_memory_and_restoring_is_exact():
         assert opt.state[p]["exp_avg"].device.type == "cuda"
         assert torch.equal(opt.state[p]["exp_avg"], exp_avg) and torch.equal(opt.state[p]["exp_avg_sq"], exp_avg_sq)
         assert torch.equal(opt.state[p]["step"], step) and opt.state[p]["step"].device == step.device
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    # a negative max_grad_norm made the clip coefficient negative: every step went uphill, silently
+    (dict(max_grad_norm=-1.0), ValueError, "max_grad_norm must be a finite number > 0, or None"),
+    (dict(max_grad_norm=0), ValueError, "max_grad_norm must be a finite number > 0, or None"),
+    (dict(max_grad_norm=math.nan), ValueError, "max_grad_norm"),
+    (dict(max_grad_norm=True), TypeError, "max_grad_norm"),
+    (dict(max_grad_norm="1"), TypeError, "max_grad_norm"),
+    # NaN passed `diverge_factor <= 1` and then never stopped a blow-up
+    (dict(diverge_factor=math.nan), ValueError, "diverge_factor must be > 1 or None"),
+    (dict(diverge_factor="4"), TypeError, "diverge_factor"),
+    (dict(smoothing="0.05"), TypeError, "smoothing must be a number in \\(0, 1\\]"),
+    (dict(smoothing=math.nan), ValueError, "smoothing"),
+])
+def test_bad_options_are_refused_before_any_step(kwargs, error, match):
+    model = nn.Linear(2, 2)
+    before = model.weight.detach().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(error, match=match):
+        lr_range_test(model, [{"x": torch.ones(1, 2)}], opt, loss_fn=lambda m, b: m(b["x"]).sum(), **kwargs)
+    assert torch.equal(model.weight, before)

@@ -26,6 +26,10 @@ from torch import nn
 import ftcourse.optim
 from ftcourse.optim import LAMB, LARS, SGD, Adagrad, Adam, AdamW, RMSprop
 
+# Parity and argument checks run LARS and LAMB with weight decay 0 everywhere on purpose; their
+# constructors then warn that the trust ratio never applies (test_optim_args checks that warning).
+pytestmark = pytest.mark.filterwarnings("ignore:(LARS|LAMB). no parameter group has a non-zero weight_decay:UserWarning")
+
 DT = torch.float64
 STEPS = 6
 LR = 0.05

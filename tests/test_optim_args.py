@@ -14,6 +14,10 @@ from torch import nn
 
 from ftcourse.optim import LAMB, LARS, SGD, Adagrad, Adam, AdamW, RMSprop
 
+# Parity and argument checks run LARS and LAMB with weight decay 0 everywhere on purpose; their
+# constructors then warn that the trust ratio never applies (test_optim_args checks that warning).
+pytestmark = pytest.mark.filterwarnings("ignore:(LARS|LAMB). no parameter group has a non-zero weight_decay:UserWarning")
+
 ALL = [SGD, RMSprop, Adagrad, Adam, AdamW, LARS, LAMB]
 
 # Every numeric constructor argument (betas apart), with its allowed range as the messages word it.
@@ -168,3 +172,20 @@ def test_numpy_arguments_give_the_same_steps_and_a_loadable_state_dict(cls):
         torch.load(buffer, weights_only=True)
         results.append(w.detach().clone())
     torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cls", [LARS, LAMB])
+def test_layerwise_optimizers_warn_when_no_group_has_weight_decay(cls):
+    """LARS and LAMB (as timm and NVIDIA's implementations) adapt a tensor's step only in groups with a
+    non-zero weight decay: with none anywhere they are plain SGD and plain Adam, which deserves a word."""
+    p, q = nn.Parameter(torch.ones(3, 2)), nn.Parameter(torch.zeros(2))
+    with pytest.warns(UserWarning, match=rf"{cls.__name__}: no parameter group has a non-zero weight_decay"):
+        cls([{"params": [p]}, {"params": [q]}], weight_decay=0.0)
+    with pytest.warns(UserWarning, match="trust ratio never applies"):
+        cls([{"params": [p], "weight_decay": 0}, {"params": [q], "weight_decay": 0.0}], weight_decay=0.01)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cls([{"params": [p], "weight_decay": 0.01}, {"params": [q], "weight_decay": 0.0}])  # the usual split
+        cls([{"params": [p]}, {"params": [q], "weight_decay": 0.0}], weight_decay=1e-4)

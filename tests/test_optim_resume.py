@@ -4,6 +4,7 @@ dict saved by torch.optim's namesake loads into ours (and ours into torch's) and
 if nothing had changed."""
 from __future__ import annotations
 
+import copy
 import io
 
 import pytest
@@ -171,3 +172,59 @@ def test_missing_group_keys_are_filled_from_the_defaults():
     assert [group["bias_correction"] for group in ours.param_groups] == [True, True]
     assert [group["decoupled_weight_decay"] for group in ours.param_groups] == [True, True]
     train_steps(model, ours, range(STOP_AT, N_STEPS))  # was KeyError('bias_correction')
+
+
+def assert_same_tree(actual, expected, where="state_dict"):
+    """Equal nested dicts/lists/tuples, with tensors equal bit for bit (same dtype too) and numbers of
+    the same type (an int step count must not come back as a tensor or a float)."""
+    if torch.is_tensor(expected):
+        assert torch.is_tensor(actual), f"{where}: {type(actual).__name__}, expected a tensor"
+        assert actual.dtype == expected.dtype and torch.equal(actual, expected), f"{where}: {actual} != {expected}"
+    elif isinstance(expected, dict):
+        assert isinstance(actual, dict) and set(actual) == set(expected), \
+            f"{where}: keys {sorted(map(str, actual))} != {sorted(map(str, expected))}"
+        for key in expected:
+            assert_same_tree(actual[key], expected[key], f"{where}[{key!r}]")
+    elif isinstance(expected, (list, tuple)):
+        assert type(actual) is type(expected) and len(actual) == len(expected), f"{where}: {actual!r} != {expected!r}"
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            assert_same_tree(a, e, f"{where}[{i}]")
+    else:
+        assert type(actual) is type(expected) and actual == expected, f"{where}: {actual!r} != {expected!r}"
+
+
+def test_every_optimizer_of_the_package_is_covered():
+    import ftcourse.optim
+
+    assert set(CONFIGS) == set(ftcourse.optim.__all__)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_state_dict_round_trip_is_exact(name):
+    """state_dict -> a new optimizer -> load_state_dict -> state_dict gives the same dict (torch's and
+    timm's round-trip tests), and one more step after the reload is the original's next step.
+
+    Before the fix every group came back with an extra ``differentiable`` key: torch's
+    ``Optimizer.__setstate__`` (which ``load_state_dict`` calls) adds it to ``self.defaults``, and the
+    group-key filling copied it into every group."""
+    model = make_model()
+    optimizer = make_optimizer(name, model)
+    train_steps(model, optimizer, range(STOP_AT))
+    saved = copy.deepcopy(optimizer.state_dict())  # deep: the state tensors change in place on the next step
+
+    twin = copy.deepcopy(model)
+    reloaded = make_optimizer(name, twin)
+    # a copy, as from a checkpoint file: load_state_dict keeps the very tensors it is given where their
+    # dtype and device already fit, and the original's next step would change them in place
+    reloaded.load_state_dict(copy.deepcopy(saved))
+    assert_same_tree(reloaded.state_dict(), saved)
+    # and again: a reloaded optimizer reloads the same way
+    again = make_optimizer(name, copy.deepcopy(twin))
+    again.load_state_dict(copy.deepcopy(reloaded.state_dict()))
+    assert_same_tree(again.state_dict(), saved)
+
+    train_steps(model, optimizer, [STOP_AT])
+    train_steps(twin, reloaded, [STOP_AT])
+    for (key, expected), actual in zip(model.state_dict().items(), twin.state_dict().values()):
+        torch.testing.assert_close(actual, expected, rtol=0, atol=0, msg=lambda m: f"{key}: {m}")
+    assert_same_tree(reloaded.state_dict(), optimizer.state_dict())

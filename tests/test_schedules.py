@@ -64,6 +64,11 @@ def test_matches_transformers_get_scheduler(name, kwargs, warmup, total):
         kwargs["num_decay_steps"] = min(kwargs["num_decay_steps"] + (total - warmup) // 2, total - warmup)
     if name == "polynomial" and warmup == total:
         pytest.skip("transformers divides by zero here (see test_polynomial_with_warmup_equal_to_total)")
+    if name == "warmup_stable_decay" and warmup + kwargs.get("num_stable_steps", 0) + kwargs["num_decay_steps"] > total:
+        # transformers accepts stages longer than the training (its decay then never ends); ours refuses them
+        with pytest.raises(ValueError, match="longer than the training"):
+            get_schedule(name, make_optimizer(), warmup, total, **kwargs)
+        return
     ours_opt, ref_opt = make_optimizer(), make_optimizer()
     ours = get_schedule(name, ours_opt, warmup, total, **kwargs)
     with warnings.catch_warnings():
@@ -197,6 +202,19 @@ def test_numpy_integers_are_step_counts():
 def test_bad_schedule_kwargs_raise(name, kwargs, match):
     with pytest.raises(ValueError, match=match):
         get_schedule(name, make_optimizer(), 2, 10, **kwargs)
+
+
+@pytest.mark.parametrize("stable, decay", [(7, 2), (0, 9), (8, 1), (20, 0)])
+def test_wsd_stages_longer_than_the_training_are_refused(stable, decay):
+    """W + S + D > N: the decay would still be under way (or not started) when training ends, so the
+    run would end above min_lr_ratio, silently. W = 2, N = 10 here."""
+    with pytest.raises(ValueError, match=rf"num_warmup_steps \+ num_stable_steps \+ num_decay_steps = "
+                                         rf"2 \+ {stable} \+ {decay} = {2 + stable + decay}.*longer than the training "
+                                         rf"\(num_training_steps = 10\)"):
+        get_schedule("warmup_stable_decay", make_optimizer(), 2, 10, num_stable_steps=stable, num_decay_steps=decay)
+    # stages that fit (the last steps then stay at min_lr_ratio) are fine, and end at it
+    trace = lr_trace("warmup_stable_decay", 2, 10, num_stable_steps=3, num_decay_steps=4, min_lr_ratio=0.1)
+    assert trace[-1] == pytest.approx(0.1)
 
 
 NAN, INF = math.nan, math.inf

@@ -146,6 +146,7 @@ def test_training_time_excludes_evaluation_and_callbacks():
 ])
 def test_amp_picks_bf16_only_where_the_gpu_has_it_natively(monkeypatch, capsys, capability, auto, explicit_bf16):
     # is_bf16_supported() counts emulation and says True on a T4 (7.5): it must not decide.
+    monkeypatch.setattr(ftamp, "_said", set())  # each distinct message is said once per process
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4" if capability < (8, 0) else "A100")
@@ -166,3 +167,58 @@ def test_amp_picks_bf16_only_where_the_gpu_has_it_natively(monkeypatch, capsys, 
 def test_ru_maxrss_is_bytes_on_macos_and_kib_on_linux():
     assert ru_maxrss_mb(2**30, "darwin") == pytest.approx(1024.0)
     assert ru_maxrss_mb(2**20, "linux") == pytest.approx(1024.0)
+
+
+def test_a_window_without_a_labelled_item_is_an_error_naming_the_step():
+    """All labels -100 (IGNORE_INDEX): the window's mean loss is 0/0. It used to surface as a 'diverged
+    at step 3: loss nan' warning, which blames the optimisation for a data problem."""
+    model, batches, optimizer = _setup(n_batches=6)
+    for b in batches[4:6]:  # the third window of two micro-batches: micro-batches 5 and 6
+        b["labels"] = torch.full_like(b["labels"], -100)
+    with pytest.raises(ValueError, match=r"optimizer step 3 \(epoch 0, micro-batches 5-6 of the epoch\).*-100"):
+        train(model, batches, optimizer, accumulation_steps=2, progress=False)
+    model, batches, optimizer = _setup(n_batches=3)
+    batches[1]["labels"][:] = -100  # a micro-batch alone may be empty: its window still has items
+    history = train(model, batches[:2], optimizer, accumulation_steps=2, progress=False)
+    assert len(history.steps) == 1 and history.steps[0]["items"] == 8 and not history.diverged
+
+
+@pytest.mark.parametrize("make_loader, match", [
+    (lambda batches: batches[0], "one batch"),  # a single batch (a dict): iterating it gives its keys
+    (lambda batches: iter(batches), "has no length"),  # a generator: the planned steps are unknown
+    (lambda batches: 42, "train_loader must be"),
+])
+def test_a_train_loader_that_is_not_a_loader_is_a_type_error(make_loader, match):
+    model, batches, optimizer = _setup()
+    with pytest.raises(TypeError, match=match):
+        train(model, make_loader(batches), optimizer, progress=False)
+    with pytest.raises(TypeError, match=match.replace("train_loader", "eval_loader")):
+        train(model, batches, optimizer, eval_loader=make_loader(batches), progress=False)
+
+
+@pytest.mark.parametrize("make_loader, match", [
+    (lambda batches: batches[0], "one batch"),
+    (lambda batches: 42, "loader must be"),
+])
+def test_evaluate_refuses_what_is_not_a_loader(make_loader, match):
+    model, batches, _ = _setup()
+    with pytest.raises(TypeError, match=match):
+        evaluate(model, make_loader(batches))
+    assert evaluate(model, iter(batches[:2]))["n"] == 16  # evaluate needs no length: one pass
+
+
+@pytest.mark.parametrize("optimizer, match", [
+    (lambda model: model.parameters(), "optimizer must be a torch.optim.Optimizer"),
+    (lambda model: torch.optim.AdamW, "an instance"),
+])
+def test_optimizer_must_be_an_optimizer(optimizer, match):
+    model, batches, _ = _setup()
+    with pytest.raises(TypeError, match=match):
+        train(model, batches, optimizer(model), progress=False)
+
+
+def test_evaluate_takes_a_precision_mode_as_train_does():
+    model, batches, _ = _setup()
+    assert evaluate(model, batches[:2], precision="fp32") == evaluate(model, batches[:2])
+    with pytest.raises(ValueError, match="amp must be one of"):
+        evaluate(model, batches[:2], precision="fp8")

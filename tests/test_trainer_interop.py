@@ -14,18 +14,23 @@ from __future__ import annotations
 
 import math
 
-import datasets
 import pytest
-import torch
-from conftest import tiny_classifier
-from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 
-from ftcourse.freezing import freeze_bottom_layers, trainable_param_groups
-from ftcourse.llrd import block_lrs, llrd_param_groups
-from ftcourse.models import encoder_layers
-from ftcourse.reinit import reinit_top_layers
-from ftcourse.schedules import get_schedule, lr_trace
-from ftcourse.train import train
+# transformers' Trainer needs accelerate (transformers 5 imports it when a Trainer is built): without it
+# every test here would fail on an ImportError that says nothing about the course's helpers.
+pytest.importorskip("accelerate")
+
+import datasets  # noqa: E402
+import torch  # noqa: E402
+from conftest import tiny_classifier  # noqa: E402
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
+
+from ftcourse.freezing import freeze_bottom_layers, trainable_param_groups  # noqa: E402
+from ftcourse.llrd import block_lrs, llrd_param_groups  # noqa: E402
+from ftcourse.models import encoder_layers  # noqa: E402
+from ftcourse.reinit import reinit_top_layers  # noqa: E402
+from ftcourse.schedules import get_schedule, lr_trace  # noqa: E402
+from ftcourse.train import train  # noqa: E402
 
 # course technique -> (ftcourse, TrainingArguments / Trainer). Mirrored in README.md.
 TRAINER_EQUIVALENTS = {

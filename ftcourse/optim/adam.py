@@ -93,6 +93,11 @@ class Adam(Optimizer):
 
     def __setstate__(self, state):
         super().__setstate__(state)
+        # torch's __setstate__ (load_state_dict calls it too) adds differentiable=False to
+        # self.defaults, an argument of torch's own optimizers that this class does not take. Filled
+        # into every group below it would make a reloaded optimizer's state_dict() differ from the
+        # one it was loaded from (the round trip that torch's and timm's optimizer tests check).
+        self.defaults.pop("differentiable", None)
         # A state dict saved by torch.optim.Adam/AdamW has no "bias_correction" (and an older one no
         # "decoupled_weight_decay"), and stores the step count as a float32 tensor: fill the missing
         # keys from the defaults, as torch's optimizers do, and make the count an int again, so that

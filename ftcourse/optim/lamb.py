@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import torch
 from torch.optim import Optimizer
@@ -55,7 +56,8 @@ class LAMB(Optimizer):
         lr: learning rate ``γ`` (default 1e-3).
         betas: ``(β1, β2)``, each in [0, 1) (default (0.9, 0.999)).
         eps: added to the denominator after the square root (default 1e-6, as timm and apex).
-        weight_decay: ``λ`` (default 0.01); the trust ratio applies only where it is not 0.
+        weight_decay: ``λ`` (default 0.01); the trust ratio applies only where it is not 0. When no
+            group has a non-zero weight decay, LAMB is Adam: the constructor warns (``UserWarning``).
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
@@ -79,9 +81,21 @@ class LAMB(Optimizer):
         defaults = dict(lr=float(lr), betas=(float(betas[0]), float(betas[1])), eps=float(eps),
                         weight_decay=float(weight_decay))
         super().__init__(params, defaults)
+        if all(group["weight_decay"] == 0 for group in self.param_groups):
+            # The same rule as timm's and NVIDIA's implementations, so not changed here; but a
+            # LAMB that never adapts deserves a word rather than silence.
+            warnings.warn("LAMB: no parameter group has a non-zero weight_decay, so the trust ratio never "
+                          "applies and LAMB is plain Adam; give the decayed group(s) weight_decay > 0 "
+                          "(e.g. llrd_param_groups(..., weight_decay=0.01), decay_param_groups(model, 0.01))",
+                          UserWarning, stacklevel=2)
 
     def __setstate__(self, state):
         super().__setstate__(state)
+        # torch's __setstate__ (load_state_dict calls it too) adds differentiable=False to
+        # self.defaults, an argument of torch's own optimizers that this class does not take. Filled
+        # into every group below it would make a reloaded optimizer's state_dict() differ from the
+        # one it was loaded from (the round trip that torch's and timm's optimizer tests check).
+        self.defaults.pop("differentiable", None)
         # Fill group keys missing from an older state dict from the defaults, as torch's optimizers
         # do; a group step count saved as a tensor (timm's Lamb does) becomes an int again, so that
         # β^t stays float64 arithmetic.

@@ -7,6 +7,7 @@ works unchanged.
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import torch
 from torch.optim import Optimizer
@@ -51,7 +52,8 @@ class LARS(Optimizer):
         lr: learning rate ``γ`` (default 1.0, as timm: the trust ratio carries the scale).
         momentum: momentum factor ``μ`` (default 0).
         dampening: dampening ``τ``, in [0, 1] (default 0).
-        weight_decay: ``λ`` (default 0); adaptation happens only where it is not 0.
+        weight_decay: ``λ`` (default 0); adaptation happens only where it is not 0. When no group
+            has a non-zero weight decay, LARS is SGD: the constructor warns (``UserWarning``).
         nesterov: Nesterov momentum; needs ``momentum > 0`` and ``dampening == 0``.
         trust_coefficient: ``η`` (default 0.001).
         eps: added to the trust ratio's denominator (default 1e-8).
@@ -89,9 +91,21 @@ class LARS(Optimizer):
                         weight_decay=float(weight_decay), nesterov=bool(nesterov),
                         trust_coefficient=float(trust_coefficient), eps=float(eps), trust_clip=bool(trust_clip))
         super().__init__(params, defaults)
+        if all(group["weight_decay"] == 0 for group in self.param_groups):
+            # The same rule as timm's and NVIDIA's implementations, so not changed here; but a
+            # LARS that never adapts deserves a word rather than silence.
+            warnings.warn("LARS: no parameter group has a non-zero weight_decay, so the trust ratio never "
+                          "applies and LARS is plain SGD (with momentum); give the decayed group(s) weight_decay > 0 "
+                          "(e.g. llrd_param_groups(..., weight_decay=0.01), decay_param_groups(model, 0.01))",
+                          UserWarning, stacklevel=2)
 
     def __setstate__(self, state):
         super().__setstate__(state)
+        # torch's __setstate__ (load_state_dict calls it too) adds differentiable=False to
+        # self.defaults, an argument of torch's own optimizers that this class does not take. Filled
+        # into every group below it would make a reloaded optimizer's state_dict() differ from the
+        # one it was loaded from (the round trip that torch's and timm's optimizer tests check).
+        self.defaults.pop("differentiable", None)
         # A state dict saved by an older version of this class may lack some group keys: fill them
         # from the defaults, as torch's optimizers do.
         for group in self.param_groups:

@@ -77,6 +77,11 @@ class SGD(Optimizer):
 
     def __setstate__(self, state):
         super().__setstate__(state)
+        # torch's __setstate__ (load_state_dict calls it too) adds differentiable=False to
+        # self.defaults, an argument of torch's own optimizers that this class does not take. Filled
+        # into every group below it would make a reloaded optimizer's state_dict() differ from the
+        # one it was loaded from (the round trip that torch's and timm's optimizer tests check).
+        self.defaults.pop("differentiable", None)
         # A state dict saved by another optimizer (torch.optim.SGD, an older version of this one) may
         # lack some of our group keys: fill them from the defaults, as torch's optimizers do.
         for group in self.param_groups:
