@@ -1,10 +1,11 @@
-"""``python -m ftcourse`` (or ``ftcourse``): ``info``, ``run``, ``estimate`` and ``get-data``.
+"""``python -m ftcourse`` (or ``ftcourse``): ``info``, ``run``, ``estimate``, ``get-data`` and ``bank``.
 
 Course harness (not a technique module).
 
 ``info`` says what the course will use (versions, device, profile, data, offline model) and how to
 fix what is missing. ``run`` executes the notebooks headless, in order, and writes the executed
-notebooks and ``results/summary.md``.
+notebooks and ``results/summary.md``. ``bank build | status | verify`` builds, lists and reruns the
+stored runs of the seed bank (``ftcourse.course.bank``).
 """
 from __future__ import annotations
 
@@ -279,6 +280,36 @@ def _run(args) -> int:
     return 0
 
 
+def _bank(args) -> int:
+    from . import bank
+
+    if args.bank_command == "status":
+        table, stale = bank.status()
+        print(table.to_string(float_format=lambda v: f"{v:.0f}"))
+        complete = bank.complete_notebooks()
+        print(f"complete: {', '.join(complete) or 'none yet'}; being built: "
+              + (", ".join(n for n, r in table.iterrows() if r['stored'] and not r['complete']) or "none"))
+        print(f"stale runs (stored, declared by no notebook, never used): {len(stale)}"
+              + (f": {', '.join(stale[:10])}{' ...' if len(stale) > 10 else ''}" if stale else ""))
+        return 0
+    try:
+        if args.bank_command == "build":
+            bank.build(args.notebook, jobs=args.jobs, limit=args.limit)
+            if args.mark_complete:
+                bank.mark_complete(args.notebook)
+                print(f"{args.notebook}: marked complete in bank/complete.json")
+            return 0
+        results = bank.verify(args.notebook, runs=args.runs)
+    except (ValueError, FileExistsError) as err:
+        print(f"ftcourse bank: {err}", file=sys.stderr)
+        return 2
+    for r in results:
+        print(f"{'ok  ' if r.passed else 'FAIL'} {r.label} ({r.key}): {r.check}{': ' + r.detail if r.detail else ''}")
+    failed = sum(not r.passed for r in results)
+    print(f"{len(results) - failed} of {len(results)} reruns agree with the bank")
+    return 1 if failed else 0
+
+
 def main(argv=None) -> int:
     from .profiles import PROFILE_NAMES
 
@@ -302,7 +333,21 @@ def main(argv=None) -> int:
     run.add_argument("--results-dir", default="results", help="where executed notebooks and summary.md go")
     run.add_argument("--notebook-dir", default=None, help="folder of the notebooks (default: ./notebooks)")
     run.add_argument("--inplace", action="store_true", help="overwrite the notebooks themselves (maintainers: commit executed notebooks)")
+    bank = sub.add_parser("bank", help="the seed bank: build, status, verify (ftcourse/course/bank.py, bank/README.md)")
+    bank_sub = bank.add_subparsers(dest="bank_command", required=True)
+    build = bank_sub.add_parser("build", help="run a notebook's declared runs that the bank does not hold, and store them")
+    build.add_argument("notebook", help="number or name, e.g. 01 or 01_baseline")
+    build.add_argument("--profile", default="cpu", choices=["cpu"], help="the bank holds the cpu profile's declarations")
+    build.add_argument("--jobs", type=int, default=None, help="processes of one torch thread each (default: one per core)")
+    build.add_argument("--limit", type=int, default=None, help="build at most this many runs")
+    build.add_argument("--mark-complete", action="store_true", help="then mark the notebook's bank complete")
+    bank_sub.add_parser("status", help="per notebook: stored, missing and stale runs, and the time to complete")
+    verify = bank_sub.add_parser("verify", help="rerun stored runs (default: the canaries) and check them")
+    verify.add_argument("notebook", help="number or name, e.g. 01")
+    verify.add_argument("--runs", type=int, default=None, help="rerun the first K stored runs instead of the canaries")
     args = parser.parse_args(argv)
+    if args.command == "bank":
+        return _bank(args)
     if args.command == "info":
         return _info()
     if args.command == "get-data":

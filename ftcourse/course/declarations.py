@@ -85,7 +85,8 @@ class Choice:
 class Arm:
     """``recipe`` at each of ``seeds`` (each run is ``recipe.replace(seed=s)``), labelled ``label``.
     ``choice``: a field the notebook chooses while it runs. ``custom``: the code the notebook passes beside
-    the recipe, in words ("" when the recipe is the whole run). ``extra_val_pass``: whether a validation pass
+    the recipe, in words ("" when the recipe is the whole run). ``outputs``: extra evaluations of the final weights
+    the bank stores with each run (``ftcourse.course.runner.EXTRA_OUTPUTS``). ``extra_val_pass``: whether a validation pass
     follows the loop (callbacks may change the weights; None: derive it from the recipe). ``cell``: the
     notebook cell that runs it, for :func:`announce` (default: the label)."""
     label: str
@@ -95,6 +96,7 @@ class Arm:
     custom: str = ""
     extra_val_pass: bool | None = None
     cell: str = ""
+    outputs: tuple[str, ...] = ()  # extra evaluations of the final weights to store (runner.EXTRA_OUTPUTS)
 
     @property
     def cell_name(self) -> str:
@@ -316,7 +318,7 @@ def _canaries(*recipes: Recipe) -> tuple[Recipe, ...]:
 def _baseline(p) -> Declaration:
     base = baseline_recipe(p)
     # other work (data statistics, one model load, the no-mask test pass of every seed's model): 404 s - 5.7 min
-    return Declaration("01_baseline", (Arm("baseline", base, p.seeds),),
+    return Declaration("01_baseline", (Arm("baseline", base, p.seeds, outputs=("no_attention_mask",)),),
                        comparisons=(Comparison("baseline", "baseline", "mcnemar",
                                                what="evaluated with and without attention_mask"),),
                        canaries=_canaries(base, base), other_work_s=_other(p, 62, ci=10))

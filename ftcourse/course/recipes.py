@@ -306,9 +306,16 @@ def baseline_recipe(profile) -> Recipe:
         warmup_ratio=profile.warmup_ratio, precision=profile.amp, seed=profile.seeds[0])
 
 
+CANARY_VAL_SIZE, CANARY_TEST_SIZE = 256, 512
+
+
 def canary(recipe: Recipe, steps: int = 60) -> Recipe:
-    """A short run on the same code paths as ``recipe``: one epoch of at most ``steps`` optimizer steps
-    (the training set cut to ``steps`` global batches), for quick re-runs that check a stored bank."""
+    """A short run on the same code paths as ``recipe``, for quick re-runs that check a stored bank: one epoch
+    of at most ``steps`` optimizer steps (the training set cut to ``steps`` global batches), scored on fixed
+    stratified subsets of 256 validation and 512 test sentences (a canary checks that runs reproduce, not
+    accuracy, so its evaluations need not cost more than its training)."""
     if not _is_int(steps) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    return recipe.replace(train_size=min(recipe.train_size, steps * recipe.batch_size), epochs=1, max_steps=None)
+    return recipe.replace(train_size=min(recipe.train_size, steps * recipe.batch_size), epochs=1, max_steps=None,
+                          val_size=min(recipe.val_size or 872, CANARY_VAL_SIZE),
+                          test_size=min(recipe.test_size or 1821, CANARY_TEST_SIZE))

