@@ -21,7 +21,8 @@ imports it, and none imports the harness.
 
 The course harness, at ``ftcourse/course/``: what the notebooks use to declare, run and report
 experiments (``ftcourse.course``'s docstring lists its modules): ``recipes`` (a run as data),
-``runner`` (``build_training``, ``fine_tune``), ``declarations`` (what each notebook runs),
+``runner`` (``build_training``, ``fine_tune``), ``declarations`` (what each notebook runs), ``bank``
+(the seed bank: each declared run computed once and stored),
 ``profiles``, ``data``, ``pretrained`` (the offline MiniLM), ``reports``, ``combined``,
 ``notebook``, ``estimate`` and ``cli`` (``python -m ftcourse info | run | get-data | estimate``).
 """

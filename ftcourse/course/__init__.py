@@ -6,6 +6,7 @@ Not copied into your projects (the technique modules one level up are). Its modu
 * ``runner``: :func:`build_training` (a recipe put together from the technique modules),
   :func:`fine_tune` (one run, scored on validation and test), ``run_seeds``;
 * ``declarations``: each notebook's arms (recipes x seeds), comparisons and canaries;
+* ``bank``: the seed bank, every declared run computed once, stored in ``bank/`` and re-checked live;
 * ``profiles``: the ``ci``, ``cpu`` and ``gpu`` sizes; ``data``: SST-2 with its three splits;
   ``pretrained``: the offline MiniLM (or any hub model);
 * ``reports``: summaries, figures and claims tables; ``combined``: notebook 11's pieces and
