@@ -24,7 +24,8 @@ from ftcourse.course.notebook import read_footer as footer
 from ftcourse.course.declarations import budget_minutes
 
 ROOT = Path(__file__).resolve().parents[1]
-HEADER = "| claim | source | effect (95% CI) | verdict | notebook |"
+HEADER = "| claim | source | scope | effect (interval) | test | verdict | notebook |"
+FOREST = ROOT / "docs" / "claims_forest.png"
 BEGIN, END = "<!-- evidence:begin -->", "<!-- evidence:end -->"
 TIMES_BEGIN, TIMES_END = "<!-- times:begin -->", "<!-- times:end -->"
 
@@ -40,8 +41,43 @@ def notebook_claims(path: Path) -> list[str]:
     return rows
 
 
+def notebook_forest_claims(path: Path) -> list[dict]:
+    """The numbers of the last claims table a notebook shows (its ``CLAIMS_MIME`` output), for the forest plot."""
+    from ftcourse.course.reports import CLAIMS_MIME
+
+    claims = []
+    for cell in nbformat.read(path, as_version=4).cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {}).get(CLAIMS_MIME)
+            if data:
+                claims = list(data["claims"])
+    return claims
+
+
+def forest_png() -> bytes | None:
+    """The course-wide forest plot of every quantitative claim in the notebooks' committed outputs (PNG bytes), or
+    None when no notebook shows one yet. Drawn deterministically (no timestamps in the file), so --check can compare."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ftcourse.course.reports import forest_plot
+
+    claims = [c for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")) for c in notebook_forest_claims(path)]
+    if not claims:
+        return None
+    ax = forest_plot(claims)
+    buffer = io.BytesIO()
+    ax.figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(ax.figure)
+    return buffer.getvalue()
+
+
 def section() -> str:
-    lines, missing = [HEADER, "|---|---|---|---|---|"], []
+    lines, missing = [HEADER, "|---|---|---|---|---|---|---|"], []
     for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         rows = notebook_claims(path)
         lines += rows
@@ -124,15 +160,19 @@ def main(argv=None) -> int:
     text = readme.read_text()
     wanted = replace_between(text, BEGIN, END, section())
     wanted = replace_between(wanted, TIMES_BEGIN, TIMES_END, times_section())
-    if wanted == text:
+    png = forest_png()
+    forest_stale = (png is not None) and (not FOREST.is_file() or FOREST.read_bytes() != png)
+    if wanted == text and not forest_stale:
         return 0
     if args.check:
-        print("README.md's evidence section or time table differs from the notebooks' outputs: run "
-              "python scripts/evidence.py",
-              file=sys.stderr)
+        print("README.md's evidence section, its time table or docs/claims_forest.png differs from the notebooks' "
+              "outputs: run python scripts/evidence.py", file=sys.stderr)
         return 1
     readme.write_text(wanted)
-    print("updated README.md's evidence section and time table")
+    if png is not None:
+        FOREST.parent.mkdir(parents=True, exist_ok=True)
+        FOREST.write_bytes(png)
+    print("updated README.md's evidence section, time table and forest plot")
     return 0
 
 

@@ -104,7 +104,9 @@ def test_a_failing_notebook_keeps_its_outputs_and_the_rest_still_run(tmp_path, c
         "97_fails.ipynb": ["print('before the error')", "raise RuntimeError('boom')", "print('never')"],
         "98_fine.ipynb": [
             "from ftcourse.course.reports import claim, save_claims\n"
-            "save_claims('98_fine', [claim('c', 's', effect='+0.01', verdict='better')])",
+            "from ftcourse.stats import failure_rates\n"
+            "save_claims('98_fine', [claim('c', 's', effect='+0.01', verdict='better'),\n"
+            "                        claim('d', 's', failure_rates([1, 1, 0], [0, 0, 0]))])",
         ],
     })
     results = tmp_path / "results"
@@ -116,7 +118,8 @@ def test_a_failing_notebook_keeps_its_outputs_and_the_rest_still_run(tmp_path, c
     summary = (results / "summary.md").read_text()
     assert "| 97_fails.ipynb |" in summary and "FAILED: RuntimeError: boom" in summary and "| 98_fine.ipynb |" in summary
     claims = (results / "claims.md").read_text()
-    assert "| c | s | +0.01 | better | 98_fine |" in claims
+    assert "| c | s |  | +0.01 | replayed (no seeds) | better | 98_fine |" in claims
+    assert "| d | s |  | 2/3 vs 0/3 failed" in claims and (results / "claims_forest.png").is_file()
     assert "97_fails" in capsys.readouterr().err
 
 
@@ -129,6 +132,9 @@ def test_bad_profile_and_notebook_names_list_the_valid_ones(tmp_path, capsys):
                  "--results-dir", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "'99'" in err and "valid: 01" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exc:  # --notebooks with no names is a mistake, not "all of them"
+        main(["run", "--profile", "ci", "--notebook-dir", str(notebooks), "--notebooks"])
+    assert exc.value.code == 2 and "--notebooks" in capsys.readouterr().err
 
 
 def test_an_unwritable_results_dir_is_one_line(tmp_path, capsys):

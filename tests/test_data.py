@@ -204,3 +204,17 @@ def test_tokenize_and_dynamic_padding(shared_data_dir):
     lengths = [len(ids) for ids in val[:8]["input_ids"]]
     assert batch["input_ids"].shape == (8, max(lengths))  # padded to the batch's longest, not to 32
     assert batch["labels"].tolist() == val[:8]["labels"]
+
+
+def test_train_subset_and_tokenize_refuse_what_would_silently_go_wrong():
+    import datasets
+
+    from ftcourse.course.data import tokenize
+
+    rows = datasets.Dataset.from_dict({"sentence": ["a good film", "a bad film"], "label": [1, 0]})
+    with pytest.raises(ValueError, match="seed must be an int >= 0"):
+        ftdata.train_subset(rows, 1, None)  # datasets would draw a fresh seed: not reproducible
+    with pytest.raises(ValueError, match="max_length must be an int >= 3"):
+        tokenize(rows, None, 0)
+    with pytest.raises(ValueError, match="max_length"):
+        tokenize(rows, None, 2.5)

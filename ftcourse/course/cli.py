@@ -274,6 +274,17 @@ def _run(args) -> int:
         (results_dir / "claims.md").write_text(f"# Claims tested by the notebooks ({profile.name} profile)\n\n"
                                                 + "\n".join([header, rule, *rows]) + "\n")
         print(f"wrote {results_dir / 'claims.md'} ({len(rows)} claims)")
+    forest = [c for path in notebooks if (results_dir / f"{path.stem}.claims.json").exists()
+              for c in json.loads((results_dir / f"{path.stem}.claims.json").read_text())["claims"]]
+    if forest:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from .reports import forest_plot
+
+        ax = forest_plot(forest)
+        ax.figure.savefig(results_dir / "claims_forest.png", dpi=110, bbox_inches="tight")
+        print(f"wrote {results_dir / 'claims_forest.png'} ({len(forest)} quantitative claims)")
     if failures:
         print(f"ftcourse run: {len(failures)} notebook(s) failed: {', '.join(failures)}", file=sys.stderr)
         return 1
@@ -329,7 +340,8 @@ def main(argv=None) -> int:
     run = sub.add_parser("run", help="execute the notebooks headless and write results/summary.md")
     run.add_argument("--profile", default=None, choices=PROFILE_NAMES,
                      help="default: FTCOURSE_PROFILE, else gpu with CUDA, else cpu")
-    run.add_argument("--notebooks", nargs="*", help="numbers or names to run (default: all), e.g. 01 02")
+    run.add_argument("--notebooks", nargs="+", metavar="NOTEBOOK",
+                     help="numbers or names to run, e.g. 01 02 (leave the option out to run all)")
     run.add_argument("--results-dir", default="results", help="where executed notebooks and summary.md go")
     run.add_argument("--notebook-dir", default=None, help="folder of the notebooks (default: ./notebooks)")
     run.add_argument("--inplace", action="store_true", help="overwrite the notebooks themselves (maintainers: commit executed notebooks)")

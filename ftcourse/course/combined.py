@@ -48,7 +48,8 @@ class BestOfCallback(EarlyStoppingCallback):
     loads the better one (the average only if strictly better).
 
     ``patience``: evaluations without improvement before stopping (None: never stop, only select).
-    ``swa``: the run's :class:`ftcourse.swa.SWACallback` (listed *before* this callback, so that its
+    ``swa``: the run's :class:`ftcourse.swa.SWACallback` (it runs first whatever the list's order: its ``order``
+    is lower, so that its
     end-of-run validation score exists), or None. After training, ``chosen`` is ``"checkpoint"`` or
     ``"swa"`` and ``scores`` holds the candidates' validation accuracies.
     """
@@ -156,7 +157,7 @@ def combined_fine_tune_kwargs(
             pieces["best"] = BestOfCallback(early_stopping_patience, pieces.get("swa"))
         if made is not None:
             made.append(pieces)
-        return list(pieces.values())  # SWA first: its score exists when BestOfCallback decides
+        return list(pieces.values())  # train() runs SWA first (callback order): its score exists when BestOfCallback decides
 
     return dict(prepare_model=prepare_model, param_groups=param_groups, warmup_ratio=warmup_ratio,
                 callbacks=callbacks, evals_per_epoch=evals_per_epoch)

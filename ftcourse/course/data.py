@@ -206,6 +206,9 @@ def train_subset(train, size: int, seed: int):
     """``size`` training rows drawn reproducibly (same rows for the same size and seed)."""
     if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= len(train):
         raise ValueError(f"size must be an int in [1, {len(train)}], got {size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        # datasets' shuffle(seed=None) draws a fresh seed: the "reproducible" subset would change every call
+        raise ValueError(f"seed must be an int >= 0 (the same seed draws the same rows), got {seed!r}")
     return train.shuffle(seed=seed).select(range(size))
 
 
@@ -232,7 +235,12 @@ def stratified_subset(dataset, size: int | None, seed: int = EVAL_SUBSET_SEED):
 
 
 def tokenize(dataset, tokenizer, max_length: int):
-    """Token ids without padding (``Dataset.map(batched=True)``); the collator pads each batch."""
+    """Token ids without padding (``Dataset.map(batched=True)``); the collator pads each batch.
+
+    ``max_length`` must leave room for a token besides [CLS] and [SEP]: a smaller one would truncate every
+    sentence to nothing (or fail inside the tokenizer with a message about overflowing tokens)."""
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 3:
+        raise ValueError(f"max_length must be an int >= 3 (tokens, with [CLS] and [SEP]), got {max_length!r}")
     def encode(batch):
         return tokenizer(batch["sentence"], truncation=True, max_length=max_length)
 

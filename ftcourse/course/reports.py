@@ -87,94 +87,120 @@ def save_summary(name: str, table, directory=None) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Claims: what each notebook tested, with the measured effect and the verdict
+# Claims: what each notebook tested, with the measured effect, the test that decided, and the verdict
 # ---------------------------------------------------------------------------------------------
-CLAIM_COLUMNS = ("claim", "source", "effect (95% CI)", "verdict")
-NOT_RESOLVABLE = "not resolvable at this size"
+CLAIM_COLUMNS = ("claim", "source", "scope", "effect (interval)", "test", "verdict")
+CLAIMS_MIME = "application/vnd.ftcourse.claims+json"
 
 
-def _signed(x: float) -> str:
-    return f"{x:+.4f}"
+def claim(claim: str, source: str, result=None, *, scope: str = "", effect: str | None = None,
+          test: str | None = None, verdict: str | None = None, resolution: float | None = None) -> dict:
+    """One row of a notebook's claims table: the claim, its source (the article's title, or the paper), its
+    **scope** (model, examples x epochs or steps, and whether that is the source's regime), the measured effect
+    with the interval its verdict follows, the test that decided, and the verdict.
 
-
-def effect_text(comparison) -> str:
-    """``+0.0123 [-0.0040, +0.0286] (5 seeds)`` from a row of ``ftcourse.stats.compare`` (paired-t
-    interval over seeds; the two-level bootstrap interval beside it when there is one)."""
-    text = f"{_signed(comparison['mean_diff'])}"
-    if comparison.get("low") == comparison.get("low"):  # not NaN
-        text += f" [{_signed(comparison['low'])}, {_signed(comparison['high'])}]"
-    boot_low = comparison.get("boot_low", float("nan"))
-    if boot_low == boot_low:
-        text += f", bootstrap [{_signed(boot_low)}, {_signed(comparison['boot_high'])}]"
-    return text + f" ({int(comparison['n'])} seeds)"
-
-
-def claim(claim: str, source: str, comparison=None, *, effect: str | None = None, verdict: str | None = None,
-          resolution: float | None = None) -> dict:
-    """One row of a notebook's claims table: the claim, its source (article title or paper), the
-    measured effect with its 95% interval, and the verdict.
-
-    From a ``compare`` row (``comparison``), effect and verdict are filled in from it. With
-    ``resolution`` (e.g. 0.02), a "no detectable difference" whose interval is wider than
-    ±resolution becomes "not resolvable at this size (±h)": the run could not have seen an effect of
-    that size, which is not evidence of no effect. For a replayed mechanism (no seeds involved), pass
-    ``effect`` and ``verdict`` as text.
+    ``result``: a ``ftcourse.stats.compare`` row, or a ``failure_rates``, ``equivalence`` or ``mcnemar_models``
+    result: effect, test and verdict then come from ``ftcourse.stats`` (its one renderer), so the interval beside
+    a verdict is always the one it follows. ``resolution`` (e.g. 0.02): a "no detectable difference" whose mde
+    is larger says so ("could not detect ±0.02"), since that is not evidence of no effect. For a replayed
+    mechanism (no seeds involved) pass ``effect``, ``test`` and ``verdict`` as text.
     """
-    if comparison is not None:
-        effect = effect if effect is not None else effect_text(comparison)
+    from .. import stats
+
+    numbers = {}
+    if result is not None:
+        kind = stats.test_name(result)
+        if effect is None:
+            if kind == "Fisher's exact":
+                effect = (f"{result['k_a']}/{result['n_a']} vs {result['k_b']}/{result['n_b']} failed, odds ratio "
+                          f"{result['odds_ratio']:.3g} [{result['low']:.3g}, {result['high']:.3g}]")
+            elif kind == "McNemar, Holm":
+                effect = stats.verdict_text(result)
+            else:
+                effect = stats.format_effect(result) + (f" ({int(result['n'])} seeds)" if "n" in result else "")
+        test = test or kind
         if verdict is None:
-            verdict = comparison["verdict"]
-            half = comparison.get("half_width", float("nan"))
-            low, high = comparison.get("low", float("nan")), comparison.get("high", float("nan"))
-            if verdict == "no detectable difference" and (low > 0 or high < 0):
-                # the printed interval is per comparison; the verdict is corrected for all of them
-                p_holm = comparison.get("p_holm", float("nan"))
-                verdict = (f"no detectable difference after Holm's correction (p_holm {p_holm:.3f}), although "
-                           "this interval alone excludes 0")
-                if "bootstrap" in str(comparison.get("note", "")):
-                    verdict = "no detectable difference: the bootstrap interval (seeds and examples) includes 0"
-            elif resolution is not None and verdict == "no detectable difference" and not half <= resolution:
-                verdict = f"{NOT_RESOLVABLE} (±{half:.3f})" if half == half else NOT_RESOLVABLE
+            verdict = str(result["verdict"] if kind != "McNemar, Holm" else result["summary"])
+            mde = result.get("mde", float("nan")) if hasattr(result, "get") else float("nan")
+            if verdict == "no detectable difference" and mde == mde:
+                verdict += f" (mde {mde:.3f}" + (f": could not detect ±{resolution:g})" if resolution is not None
+                                                 and not mde <= resolution else ")")
+        numbers = _claim_numbers(result, kind)
     if effect is None or verdict is None:
-        raise ValueError("claim needs a compare row, or both effect= and verdict=")
-    return {"claim": claim, "source": source, "effect (95% CI)": effect, "verdict": verdict}
+        raise ValueError("claim needs a result (a compare row, failure_rates, equivalence or mcnemar_models), "
+                         "or effect= and verdict= (and test=) as text")
+    return {"claim": claim, "source": source, "scope": scope, "effect (interval)": effect,
+            "test": test or "replayed (no seeds)", "verdict": verdict, "_numbers": numbers}
 
 
-def claims_table(rows, notebook: str | None = None):
-    """The claims rows as a DataFrame (columns ``CLAIM_COLUMNS``). In a notebook it also shows as a
-    markdown table (the ``text/markdown`` output that ``scripts/evidence.py`` collects into README)."""
-    import pandas as pd
+def _claim_numbers(result, kind: str) -> dict:
+    """The numbers the course-wide forest plot draws: the effect, the interval the verdict follows, its scale."""
+    get = result.get
+    if kind == "paired t, Bonferroni" and get("n", 0) >= 3:
+        return {"effect": float(get("mean_diff")), "low": float(get("adj_low")), "high": float(get("adj_high")),
+                "scale": "difference", "verdict": str(get("verdict"))}
+    if kind == "TOST":
+        return {"effect": float(get("mean")), "low": float(get("low")), "high": float(get("high")),
+                "scale": "difference", "verdict": str(get("verdict")), "margin": float(get("margin"))}
+    if kind == "Fisher's exact":
+        return {"effect": float(get("odds_ratio")), "low": float(get("low")), "high": float(get("high")),
+                "scale": "odds ratio", "verdict": str(get("verdict"))}
+    return {}
 
-    class ClaimsTable(pd.DataFrame):
-        _metadata = ["notebook"]
 
-        @property
-        def _constructor(self):
-            return ClaimsTable
+class ClaimsTable:
+    """A notebook's claims: shown as a Markdown table (never as HTML, which JupyterLab, GitHub and Colab cut
+    off), with the numbers of each claim beside it for the course-wide forest plot (``CLAIMS_MIME``)."""
 
-        def _repr_markdown_(self):
-            return claims_markdown(self, getattr(self, "notebook", None))
+    def __init__(self, rows, notebook: str | None = None):
+        import pandas as pd
 
-    table = ClaimsTable(pd.DataFrame(list(rows), columns=list(CLAIM_COLUMNS)))
-    table.index = range(1, len(table) + 1)
-    table.notebook = notebook
-    return table
+        rows = list(rows)
+        self.notebook = notebook
+        self.numbers = [r.get("_numbers", {}) for r in rows]
+        self.frame = pd.DataFrame([{c: r[c] for c in CLAIM_COLUMNS} for r in rows], columns=list(CLAIM_COLUMNS))
+        self.frame.index = range(1, len(self.frame) + 1)
+
+    def __len__(self):
+        return len(self.frame)
+
+    def __getitem__(self, column):
+        return self.frame[column]
+
+    @property
+    def loc(self):
+        return self.frame.loc
+
+    def markdown(self) -> str:
+        return claims_markdown(self.frame, self.notebook)
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        forest = [{"notebook": self.notebook, "claim": c, **n} for c, n in zip(self.frame["claim"], self.numbers) if n]
+        return {"text/markdown": self.markdown(), "text/plain": self.frame.to_string(),
+                CLAIMS_MIME: {"notebook": self.notebook, "claims": forest}}
+
+
+def claims_table(rows, notebook: str | None = None) -> ClaimsTable:
+    """The claims rows as a :class:`ClaimsTable` (its ``frame`` has the columns ``CLAIM_COLUMNS``)."""
+    return ClaimsTable(rows, notebook)
 
 
 def claims_markdown(table, notebook: str | None = None) -> str:
-    """A markdown table of claims (with a notebook column when ``notebook`` is given)."""
+    """A Markdown table of claims (with a notebook column when ``notebook`` is given)."""
+    frame = table.frame if isinstance(table, ClaimsTable) else table
     columns = list(CLAIM_COLUMNS) + (["notebook"] if notebook else [])
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for _, r in table.iterrows():
+    for _, r in frame.iterrows():
         cells = [str(r[c]).replace("|", "\\|").replace("\n", " ") for c in CLAIM_COLUMNS] + ([notebook] if notebook else [])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def save_claims(name: str, rows, directory=None):
-    """Show and save a notebook's claims table: returns the DataFrame, and writes ``<name>.claims.md``
-    where ``python -m ftcourse run`` collects every notebook's into ``results/claims.md``
+def save_claims(name: str, rows, directory=None) -> ClaimsTable:
+    """Show and save a notebook's claims table: returns it, and writes ``<name>.claims.md`` and
+    ``<name>.claims.json`` (its numbers, for the forest plot) where ``python -m ftcourse run`` collects them
     (``FTCOURSE_RESULTS_DIR``; nothing is written when it is unset)."""
+    import json
     import os
     from pathlib import Path
 
@@ -182,5 +208,46 @@ def save_claims(name: str, rows, directory=None):
     directory = directory or os.environ.get("FTCOURSE_RESULTS_DIR")
     if directory:
         Path(directory).mkdir(parents=True, exist_ok=True)
-        (Path(directory) / f"{name}.claims.md").write_text(claims_markdown(table, name))
+        (Path(directory) / f"{name}.claims.md").write_text(table.markdown())
+        (Path(directory) / f"{name}.claims.json").write_text(json.dumps(table._repr_mimebundle_()[CLAIMS_MIME], indent=1))
     return table
+
+
+VERDICT_COLOURS = {"better": "C2", "fewer failures": "C2", "worse": "C3", "more failures": "C3",
+                   "equivalent": "C0", "no detectable difference": "0.45", "not shown equivalent": "0.45"}
+
+
+def forest_plot(claims: list[dict], ax=None, title: str = "every quantitative claim of the course"):
+    """One figure of every quantitative claim: its effect and the interval its verdict follows, grouped by
+    notebook (top to bottom) and coloured by verdict; differences on one axis, odds ratios (failure counts, log
+    scale) on another. ``claims``: the dicts of ``CLAIMS_MIME`` outputs (``notebook``, ``claim``, ``effect``,
+    ``low``, ``high``, ``scale``, ``verdict``)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    differences = [c for c in claims if c.get("scale") == "difference"]
+    ratios = [c for c in claims if c.get("scale") == "odds ratio"]
+    panels = [(differences, "difference (accuracy)")] + ([(ratios, "odds ratio of failing (log scale)")] if ratios else [])
+    if ax is None:
+        height = 1.2 + 0.28 * max(1, len(differences), len(ratios))
+        fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), height), squeeze=False)
+        axes = list(axes[0])
+    else:
+        axes = [ax]
+        panels = panels[:1]
+    for axis, (items, xlabel) in zip(axes, panels):
+        y = np.arange(len(items))[::-1]
+        for yi, c in zip(y, items):
+            key = "equivalent" if str(c["verdict"]).startswith("equivalent") else str(c["verdict"])
+            colour = VERDICT_COLOURS.get(key, "0.45")
+            low, high = c["low"], c["high"]
+            axis.plot([low, high], [yi, yi], color=colour, lw=2)
+            axis.plot([c["effect"]], [yi], "o", color=colour, ms=5)
+        axis.axvline(1.0 if "ratio" in xlabel else 0.0, color="k", lw=0.8)
+        if "ratio" in xlabel:
+            axis.set_xscale("log")
+        axis.set_yticks(y, [f"{c['notebook'][:2]} · {c['claim'][:60]}" for c in items], fontsize=7)
+        axis.set_xlabel(xlabel)
+        axis.grid(axis="x", alpha=0.3)
+    axes[0].set_title(title + " (green better, red worse, blue equivalent, grey no verdict)", fontsize=9)
+    return axes[0]
