@@ -118,7 +118,7 @@ def test_a_failing_notebook_keeps_its_outputs_and_the_rest_still_run(tmp_path, c
     summary = (results / "summary.md").read_text()
     assert "| 97_fails.ipynb |" in summary and "FAILED: RuntimeError: boom" in summary and "| 98_fine.ipynb |" in summary
     claims = (results / "claims.md").read_text()
-    assert "| c | s |  | +0.01 | replayed (no seeds) | better | 98_fine |" in claims
+    assert "| c | s |  | +0.01 | — | better | 98_fine |" in claims
     assert "| d | s |  | 2/3 vs 0/3 failed" in claims and (results / "claims_forest.png").is_file()
     assert "97_fails" in capsys.readouterr().err
 

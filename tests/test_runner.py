@@ -139,7 +139,7 @@ def test_claims_come_from_the_one_renderer_with_the_test_that_decided(tmp_path, 
               verdict="false"),
     ]
     table = save_claims("07_llrd", rows)
-    assert list(table["test"]) == ["paired t, Bonferroni", "Fisher's exact", "TOST", "replayed (no seeds)"]
+    assert list(table["test"]) == ["paired t, Bonferroni", "Fisher's exact", "TOST", "—"]
     assert table.loc[1, "verdict"] == "better" and table.loc[2, "verdict"] == "no detectable difference"
     assert table.loc[3, "verdict"].startswith("equivalent within")
     # the printed interval is the one the verdict follows: the adjusted one, which excludes 0 here

@@ -130,7 +130,7 @@ def claim(claim: str, source: str, result=None, *, scope: str = "", effect: str 
         raise ValueError("claim needs a result (a compare row, failure_rates, equivalence or mcnemar_models), "
                          "or effect= and verdict= (and test=) as text")
     return {"claim": claim, "source": source, "scope": scope, "effect (interval)": effect,
-            "test": test or "replayed (no seeds)", "verdict": verdict, "_numbers": numbers}
+            "test": test or "—", "verdict": verdict, "_numbers": numbers}
 
 
 def _claim_numbers(result, kind: str) -> dict:
