@@ -16,6 +16,11 @@ echo "== setup: $((t1 - t0)) s"
 python -m pytest tests
 t2=$SECONDS
 echo "== unit tests: $((t2 - t1)) s"
+# The seed bank: every complete notebook's canaries rerun against their stored records (bit-identical on the machine
+# that built them, else within their arm's seed range +- 0.01), capped at 10 minutes in all.
+echo "== bank: canaries of every complete notebook's bank"
+timeout 600 python -m ftcourse bank verify --complete
+t2=$SECONDS
 # The estimate right before the run it predicts, then predicted against measured (README, "Estimates").
 times_dir=$(mktemp -d)
 echo "== estimate (ci profile): measuring this machine"

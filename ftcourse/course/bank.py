@@ -231,7 +231,7 @@ def status(directory=None):
     missing ones need on the reference machine; and the stale runs (stored, declared by no notebook)."""
     import pandas as pd
 
-    from .declarations import DECLARATIONS, REFERENCE_EVAL_PER_S, REFERENCE_RUN_OVERHEAD_S, REFERENCE_TRAIN_PER_S, run_seconds
+    from .declarations import DECLARATIONS
 
     records = load_records(directory)
     complete = complete_notebooks(directory)
@@ -239,13 +239,29 @@ def status(directory=None):
     for number in sorted(DECLARATIONS):
         stem = _stem(number)
         runs = banked_runs(number)
+        outputs_of = {a.label: a.outputs for a in declaration_of(stem).arms}
         missing = [r for r in runs if r.recipe.key() not in records]
         rows.append({"notebook": stem, "declared": len(runs), "stored": len(runs) - len(missing),
                      "missing": len(missing), "complete": stem in complete,
-                     "minutes to complete": sum(run_seconds(r, REFERENCE_TRAIN_PER_S / 2, REFERENCE_EVAL_PER_S / 2,
-                                                            REFERENCE_RUN_OVERHEAD_S) for r in missing) / 60})
+                     "minutes to complete": sum(build_seconds(r, outputs_of.get(r.label, ()), 2) for r in missing) / 2 / 60})
     stale = sorted(set(records) - declared_keys())
     return pd.DataFrame(rows).set_index("notebook"), stale
+
+
+def build_seconds(run, outputs=(), processes: int = 1) -> float:
+    """Seconds one recorded run takes in a build process of one thread on the 2-core reference machine: its
+    training examples, and its evaluations with the test set scored at each one (what a record keeps), plus the
+    final passes and named outputs. ``processes``: 1-thread processes sharing the two cores."""
+    from .declarations import REFERENCE_EVAL_PER_S, REFERENCE_RUN_OVERHEAD_S, REFERENCE_TRAIN_PER_S, eval_sizes
+
+    # one thread trains at about half the 2-thread rate; two 1-thread processes together ~1.1x one 2-thread one
+    share = 0.5 if processes == 1 else 0.55
+    r = run.recipe
+    steps = r.total_steps()
+    val_n, test_n = eval_sizes(r)
+    passes = min(r.epochs * r.evals_per_epoch, steps) + 1 + len(outputs) + (r.swa_start is not None)
+    return (steps * r.batch_size / (REFERENCE_TRAIN_PER_S * share) + passes * (val_n + test_n) / (REFERENCE_EVAL_PER_S * share)
+            + REFERENCE_RUN_OVERHEAD_S)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,7 +340,7 @@ def build(notebook: str, jobs: int | None = None, directory=None, limit: int | N
     ``jobs`` processes of one torch thread each (default: one per core; on 2 cores two 1-thread processes beat one
     2-thread process, and 2 x 2 threads run ten times slower: never oversubscribe). Prints how many runs and the
     estimated time first, then one progress bar over the runs. ``limit``: build at most this many."""
-    from .declarations import REFERENCE_EVAL_PER_S, REFERENCE_RUN_OVERHEAD_S, REFERENCE_TRAIN_PER_S, declaration, run_seconds
+    from .declarations import declaration
 
     stem = _stem(notebook)
     jobs = jobs or os.cpu_count() or 1
@@ -335,11 +351,10 @@ def build(notebook: str, jobs: int | None = None, directory=None, limit: int | N
     live_only = [r for r in d.runs() if not bankable(r)]
     if limit is not None:
         todo = todo[:limit]
-    # a process of one thread trains at about half the reference machine's 2-thread speed; two of them together at
-    # about 1.1x one 2-thread process (README, Benchmarks)
-    rate = REFERENCE_TRAIN_PER_S / 2 * (1.1 if jobs > 1 else 1.0)
-    seconds = sum(run_seconds(r, rate, REFERENCE_EVAL_PER_S / 2, REFERENCE_RUN_OVERHEAD_S) for r in todo)
-    seconds /= min(jobs, max(1, len(todo)))
+    if todo and provenance()["dirty"]:
+        print("note: ftcourse/ has uncommitted changes; the records will say so (provenance.dirty): commit first "
+              "for a clean provenance")
+    seconds = sum(build_seconds(r, outputs_of.get(r.label, ()), min(jobs, 2)) for r in todo) / min(jobs, max(1, len(todo)))
     print(f"{stem}: {len(todo)} runs to build ({len(records)} runs stored in the bank), {jobs} process(es) x 1 thread, "
           f"about {seconds / 60:.0f} min on the 2-core reference machine"
           + (f"; {len(live_only)} declared runs are live-only (code of the notebook's own, or a choice made while "
@@ -433,8 +448,9 @@ def verify_records(keys: list[str], directory=None) -> list[Verification]:
                 why = compare_records(stored, rerun)
                 results.append(Verification(key, stored["label"], "bit-identical", not why, why))
                 continue
+            # the arm: every stored run of the same recipe but its seed (a notebook's two canaries are one arm)
             same_arm = [r["metrics"]["test_accuracy"] for r in records.values()
-                        if r["label"] == stored["label"] and _without_seed(r["recipe"]) == _without_seed(stored["recipe"])]
+                        if _without_seed(r["recipe"]) == _without_seed(stored["recipe"])]
             low, high = min(same_arm) - 0.01, max(same_arm) + 0.01
             acc = rerun["metrics"]["test_accuracy"]
             results.append(Verification(key, stored["label"], "within the arm's seed range ± 0.01", low <= acc <= high,
@@ -500,6 +516,13 @@ class StoredRun:
         frame.insert(0, "step", np.arange(1, len(frame) + 1))
         return frame
 
+    # the names of ftcourse.train.History's frames, so that a stored run plots like a live one
+    def steps_frame(self):
+        return self.steps()
+
+    def evals_frame(self):
+        return self.evaluations()
+
     def output(self, name: str, split: str = "test") -> np.ndarray:
         """The predictions of a named output (``final``, ``swa``, ``no_attention_mask``, ...) on ``split``."""
         return unpack_predictions(self.record["outputs"][name][f"{split}_predictions"])
@@ -529,6 +552,7 @@ class DeclaredRuns:
     results: object
     runs: dict = field(default_factory=dict)
     provenance: str = ""
+    labels: dict = field(default_factory=dict)  # "validation" and "test" labels in row order (of the first recipe)
 
     def __repr__(self):
         return self.provenance
@@ -590,7 +614,7 @@ def declared_runs(notebook: str, profile, *cells: str, directory=None) -> Declar
             + (f" (built {', '.join(built)} on {'; '.join(machines)}, commit {', '.join(commits)})" if used else "")
             + f", {n_live} run live" + note)
     print(line)
-    return DeclaredRuns(pd.DataFrame(rows), out, line)
+    return DeclaredRuns(pd.DataFrame(rows), out, line, next(iter(labels.values()), {}))
 
 
 def _bank_profile():

@@ -310,7 +310,13 @@ def _bank(args) -> int:
                 bank.mark_complete(args.notebook)
                 print(f"{args.notebook}: marked complete in bank/complete.json")
             return 0
-        results = bank.verify(args.notebook, runs=args.runs)
+        if args.complete == (args.notebook is not None):
+            raise ValueError("give a notebook (e.g. 01) or --complete (every notebook whose bank is complete), not both")
+        notebooks = list(bank.complete_notebooks()) if args.complete else [args.notebook]
+        if not notebooks:
+            print("no notebook's bank is marked complete yet: nothing to verify")
+            return 0
+        results = [r for notebook in notebooks for r in bank.verify(notebook, runs=args.runs)]
     except (ValueError, FileExistsError) as err:
         print(f"ftcourse bank: {err}", file=sys.stderr)
         return 2
@@ -355,7 +361,8 @@ def main(argv=None) -> int:
     build.add_argument("--mark-complete", action="store_true", help="then mark the notebook's bank complete")
     bank_sub.add_parser("status", help="per notebook: stored, missing and stale runs, and the time to complete")
     verify = bank_sub.add_parser("verify", help="rerun stored runs (default: the canaries) and check them")
-    verify.add_argument("notebook", help="number or name, e.g. 01")
+    verify.add_argument("notebook", nargs="?", default=None, help="number or name, e.g. 01")
+    verify.add_argument("--complete", action="store_true", help="every notebook whose bank is marked complete (CI)")
     verify.add_argument("--runs", type=int, default=None, help="rerun the first K stored runs instead of the canaries")
     args = parser.parse_args(argv)
     if args.command == "bank":

@@ -157,6 +157,7 @@ class Declaration:
     other_work_s: float = 0.0  # other cells, seconds on the reference machine
     note: str = ""
     cells: tuple[str, ...] = field(default=())  # every cell that runs arms, with those this profile switches off
+    banked: bool = False  # the notebook takes its runs from the seed bank (bank.declared_runs) and reruns its canaries
 
     def __post_init__(self):
         object.__setattr__(self, "cells", tuple(dict.fromkeys((*self.cells, *(a.cell_name for a in self.arms)))))
@@ -248,6 +249,22 @@ def announce(declared: Declaration, *cells: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # The check: what a notebook ran against what it declares (CI runs it on the footer's records)
 # ---------------------------------------------------------------------------------------------
+def expected_live_runs(declared: Declaration, stored_keys: set[str], bank_profile: str, profile_name: str) -> Declaration:
+    """What a notebook runs live in ``profile_name``: every declared run, unless it takes its runs from the bank
+    (``banked``); then its canaries, the runs the bank cannot hold (code of its own, or a choice made while it runs),
+    and, in the bank's own profile only, the bankable runs the bank does not hold yet (other profiles list them)."""
+    if not declared.banked:
+        return declared
+    arms = []
+    for arm in declared.arms:
+        bankable = not arm.custom and arm.choice is None
+        seeds = tuple(s for s in arm.seeds if not bankable or (profile_name == bank_profile
+                                                             and arm.recipe.replace(seed=s).key() not in stored_keys))
+        arms.append(Arm(arm.label, arm.recipe, seeds, arm.choice, arm.custom, arm.extra_val_pass, arm.cell, arm.outputs))
+    arms += [Arm(f"canary {i + 1}", c, (c.seed,), cell="canaries") for i, c in enumerate(declared.canaries)]
+    return Declaration(declared.notebook, tuple(arms), other_work_s=declared.other_work_s, note=declared.note)
+
+
 def _modulo(changes: dict, name: str) -> dict:
     return {k: v for k, v in changes.items() if k not in (name, "seed")} | {"seed": changes.get("seed", 0)}
 
@@ -318,7 +335,7 @@ def _canaries(*recipes: Recipe) -> tuple[Recipe, ...]:
 def _baseline(p) -> Declaration:
     base = baseline_recipe(p)
     # other work (data statistics, one model load, the no-mask test pass of every seed's model): 404 s - 5.7 min
-    return Declaration("01_baseline", (Arm("baseline", base, p.seeds, outputs=("no_attention_mask",)),),
+    return Declaration("01_baseline", (Arm("baseline", base, p.seeds, outputs=("no_attention_mask",)),), banked=True,
                        comparisons=(Comparison("baseline", "baseline", "mcnemar",
                                                what="evaluated with and without attention_mask"),),
                        canaries=_canaries(base, base), other_work_s=_other(p, 62, ci=10))
