@@ -49,7 +49,11 @@ def test_declarations_count_the_runs_the_committed_notebooks_made(notebook):
     path = next(NOTEBOOK_DIR.glob(f"{notebook}_*.ipynb"))
     footer = read_footer(path)
     assert footer, f"{path.name} has no footer in its committed outputs"
-    assert declared.declaration(notebook, PROFILES[footer["profile"]]).n_runs == footer["runs"], path.name
+    from ftcourse.course.bank import BANK_PROFILE, load_records
+
+    d = declared.declaration(notebook, PROFILES[footer["profile"]])
+    live = declared.expected_live_runs(d, set(load_records()), BANK_PROFILE, footer["profile"])  # banked: its canaries
+    assert live.n_runs == footer["runs"], path.name
 
 
 def test_identical_recipes_are_one_run():
@@ -175,3 +179,18 @@ def test_a_declaration_refuses_long_canaries_and_unknown_arms():
         declared.Comparison("a", "b", "equivalence")
     with pytest.raises(ValueError, match="kind must be one of"):
         declared.Comparison("a", "b", "t-test")
+
+
+def test_a_banked_notebook_runs_its_canaries_and_what_the_bank_lacks():
+    cpu, ci = PROFILES["cpu"], PROFILES["ci"]
+    d = declared.declaration("01", cpu)
+    assert d.banked
+    everything = {r.recipe.key() for r in d.runs()} | {c.key() for c in d.canaries}
+    stored_all = declared.expected_live_runs(d, everything, "cpu", "cpu")
+    assert [r.label for r in stored_all.runs()] == ["canary 1", "canary 2"]
+    missing_one = declared.expected_live_runs(d, everything - {d.runs()[0].recipe.key()}, "cpu", "cpu")
+    assert missing_one.n_runs == 3  # in cpu a run the bank lacks runs live
+    in_ci = declared.expected_live_runs(declared.declaration("01", ci), set(), "cpu", "ci")
+    assert [r.recipe.train_size for r in in_ci.runs()] == [320, 320]  # ci: its own small canaries only
+    unbanked = declared.declaration("06", cpu)
+    assert declared.expected_live_runs(unbanked, everything, "cpu", "cpu") is unbanked
