@@ -117,3 +117,35 @@ def test_evidence_records_the_nbval_times_by_notebook(tmp_path):
     (tmp_path / "empty.json").write_text("{}")
     with pytest.raises(SystemExit, match="no notebook times"):
         evidence.record_ci_times(tmp_path / "empty.json", tmp_path / "ci_times.json")
+
+
+def _code_lines(cell) -> int:
+    return sum(1 for line in cell.source.splitlines() if line.strip() and not line.strip().startswith("#"))
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.stem)
+def test_the_lesson_comes_first_and_the_harness_stays_small(path):
+    # cells tagged "harness" (declarations, canaries, footers) are at most 15% of a notebook's code, none longer than
+    # ~30 lines, and, in a notebook rebuilt lesson-first (a cell tagged "lesson"), none stands before the lesson
+    import nbformat
+
+    cells = nbformat.read(path, as_version=4).cells
+    code = [c for c in cells if c.cell_type == "code"]
+    harness = [c for c in code if "harness" in c.metadata.get("tags", [])]
+    assert harness, f"{path.name}: the footer is not tagged harness (python scripts/sync_notebooks.py)"
+    assert sum(map(_code_lines, harness)) <= 0.15 * sum(map(_code_lines, code)), path.name
+    assert all(_code_lines(c) <= 30 for c in harness), path.name
+    lesson = [i for i, c in enumerate(cells) if "lesson" in c.metadata.get("tags", [])]
+    if lesson:
+        first_harness = min(i for i, c in enumerate(cells) if "harness" in c.metadata.get("tags", []))
+        assert first_harness > lesson[0], f"{path.name}: a harness cell stands before the lesson"
+        assert any(cells[i].cell_type == "code" for i in lesson), f"{path.name}: the lesson has no code"
+
+
+def test_every_rebuilt_notebook_has_a_solutions_notebook():
+    import nbformat
+
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        if any("lesson" in c.metadata.get("tags", []) for c in nbformat.read(path, as_version=4).cells):
+            solutions = ROOT / "solutions" / f"{path.stem}_solutions.ipynb"
+            assert solutions.is_file(), f"{path.name} is rebuilt lesson-first but has no {solutions.relative_to(ROOT)}"

@@ -64,10 +64,16 @@ CANARY_MAX_STEPS = 60
 COMPARISON_KINDS = ("paired", "failures", "equivalence", "mcnemar")
 
 
+SOLUTIONS_BUDGET_MIN = {"ci": 1}  # a solutions notebook (solutions/NN_name_solutions.ipynb) in ci
+
+
 def budget_minutes(notebook: str, profile_name: str) -> float:
-    """The budget of ``notebook`` ("07" or "07_llrd") in the profile named ``profile_name``."""
+    """The budget of ``notebook`` ("07" or "07_llrd"; "01_baseline_solutions": its solutions) in the profile named
+    ``profile_name``."""
     if profile_name not in BUDGET_MIN:
         raise ValueError(f"profile_name must be one of {sorted(BUDGET_MIN)}, got {profile_name!r}")
+    if notebook.endswith("_solutions") and profile_name in SOLUTIONS_BUDGET_MIN:
+        return SOLUTIONS_BUDGET_MIN[profile_name]
     budgets = BUDGET_MIN[profile_name]
     return budgets.get(notebook[:2], budgets["*"])
 
@@ -335,9 +341,13 @@ def _canaries(*recipes: Recipe) -> tuple[Recipe, ...]:
 def _baseline(p) -> Declaration:
     base = baseline_recipe(p)
     # other work (data statistics, one model load, the no-mask test pass of every seed's model): 404 s - 5.7 min
-    return Declaration("01_baseline", (Arm("baseline", base, p.seeds, outputs=("no_attention_mask",)),), banked=True,
+    # the loop of "八个建议" builds AdamW with betas (0.9, 0.99): the same seeds, paired
+    betas = base.replace(optimizer_kwargs={"betas": [0.9, 0.99]})
+    return Declaration("01_baseline", (Arm("baseline", base, p.seeds, outputs=("no_attention_mask",)),
+                                       Arm("AdamW betas (0.9, 0.99)", betas, p.seeds)), banked=True,
                        comparisons=(Comparison("baseline", "baseline", "mcnemar",
-                                               what="evaluated with and without attention_mask"),),
+                                               what="evaluated with and without attention_mask"),
+                                    Comparison("AdamW betas (0.9, 0.99)", "baseline")),
                        canaries=_canaries(base, base), other_work_s=_other(p, 62, ci=10))
 
 
