@@ -16,6 +16,7 @@ imports it, and none imports the harness.
   functions; ``swa``: SWA and EMA; ``stats``: paired comparisons over seeds;
 * ``models``: the one map of each model family's parts; ``param_groups``: no weight decay on
   biases and norms; ``freezing``, ``llrd``, ``reinit``: layer-wise techniques built on ``models``;
+* ``lora``: LoRA adapters, merging and adapter-only state dicts (copy with ``models``);
 * ``optim``: SGD, RMSprop, Adagrad, Adam/AdamW (and BERTAdam), LARS, LAMB from scratch, one file
   each, each copied alone.
 

@@ -16,6 +16,10 @@ everything outside the backbone (poolers, classifiers) is head. :func:`block_mod
 and ``ftcourse.reinit`` read it, so "freeze layer 0", "layer 0's lr" and "re-initialise layer 0"
 always mean the same parameters.
 
+Linear layers by role. :data:`LINEAR_NAMES` maps each family's Linear layers of a block to logical
+names (``query``, ``key``, ``value``, ``attention_output``, ``intermediate``, ``output``), so that
+"LoRA on the query and value projections" (``ftcourse.lora``) means the same layers in every family.
+
 Supported families (``model.config.model_type``): bert, roberta, distilbert, deberta-v2, electra.
 
 Loading models is not part of this module: load yours as you always do (``from_pretrained``). The
@@ -65,6 +69,25 @@ EXTRA_MODULES: dict[str, dict[str, Block]] = {
     "deberta-v2": {"encoder.rel_embeddings": EMBEDDINGS, "encoder.LayerNorm": EMBEDDINGS, "encoder.conv": 0},
 }
 
+
+# model_type -> {logical name: path, under an encoder block, of that nn.Linear}: the Linear layers of a
+# block by what they do, whatever the family calls them. ``ftcourse.lora`` reads it (its ``targets``).
+# query/key/value: the attention's input projections; attention_output: the projection of the attention's
+# output back to the hidden size; intermediate: the feed-forward up-projection; output: its
+# down-projection. DeBERTa-v2's ``pos_key_proj``/``pos_query_proj`` (with ``pos_att_type`` and
+# ``share_att_key=False``) have no logical name: no family but DeBERTa-v2 has them.
+LINEAR_NAMES: dict[str, dict[str, str]] = {
+    **{family: {"query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value",
+                "attention_output": "attention.output.dense", "intermediate": "intermediate.dense",
+                "output": "output.dense"}
+       for family in ("bert", "roberta", "electra")},
+    "distilbert": {"query": "attention.q_lin", "key": "attention.k_lin", "value": "attention.v_lin",
+                   "attention_output": "attention.out_lin", "intermediate": "ffn.lin1", "output": "ffn.lin2"},
+    "deberta-v2": {"query": "attention.self.query_proj", "key": "attention.self.key_proj",
+                   "value": "attention.self.value_proj", "attention_output": "attention.output.dense",
+                   "intermediate": "intermediate.dense", "output": "output.dense"},
+}
+LINEAR_ROLES = ("query", "key", "value", "attention_output", "intermediate", "output")
 
 class ArgumentTypeError(TypeError, ValueError):
     """An argument of the wrong type (a float or a bool where an int is needed, ...).
