@@ -1235,4 +1235,11 @@ def verdict_text(row, digits=4):
     if verdict == "no detectable difference":
         mde = float(get("mde", math.nan))
         text += f"; mde {_sig(mde)}" if math.isfinite(mde) else "; mde n/a"
+    boot_low, boot_high = float(get("boot_low", math.nan)), float(get("boot_high", math.nan))
+    if math.isfinite(boot_low) and math.isfinite(boot_high):
+        t_excludes = verdict in ("better", "worse")
+        b_excludes = boot_low > 0 or boot_high < 0
+        if t_excludes != b_excludes:  # shown, not a veto: the sentence says the two disagree
+            text += (f"; the bootstrap interval over seeds and test sentences, [{_signed(boot_low, digits)}, "
+                     f"{_signed(boot_high, digits)}], {'excludes' if b_excludes else 'includes'} 0")
     return text

@@ -27,7 +27,7 @@ echo "== estimate (ci profile): measuring this machine"
 python -m ftcourse estimate --profile ci --save "$times_dir/estimate-ci.json"
 t2=$SECONDS
 FTCOURSE_NOTEBOOK_TIMES="$times_dir/notebook-times.json" FTCOURSE_PROFILE=ci FTCOURSE_RUN_RECORD="$times_dir/runs.jsonl" \
-  python -m pytest --nbval-lax -p no:cacheprovider notebooks/
+  python -m pytest --nbval-lax -p no:cacheprovider notebooks/ solutions/
 t3=$SECONDS
 echo "== notebooks (ci profile): $((t3 - t2)) s"
 echo "== the runs each notebook made against its declaration (ftcourse/course/declarations.py)"

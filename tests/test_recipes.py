@@ -22,7 +22,9 @@ DEFAULTS = {
     "optimizer_kwargs": {}, "lr": 1e-4, "weight_decay": 0.01, "schedule": "linear", "schedule_kwargs": {},
     "warmup_ratio": 0.1, "max_grad_norm": 1.0, "precision": None, "llrd_decay": None, "llrd_group_ratios": None,
     "head_lr_ratio": 1.0, "freeze_layers": 0, "gradual_unfreezing": None, "reinit_layers": 0, "reinit_pooler": True,
-    "swa_start": None, "swa_lr": None, "swa_every": 1, "ema_decay": None, "early_stopping_patience": None,
+    "swa_start": None, "swa_lr": None, "swa_every": 1, "ema_decay": None,
+    "lora_rank": None, "lora_alpha": 16.0, "lora_dropout": 0.0, "lora_targets": ["query", "value"],
+    "early_stopping_patience": None,
     "early_stopping_metric": "accuracy", "select": "final", "seed": 0,
 }
 FULL = Recipe(train_size=1000, lr=3e-5, optimizer="SGD", optimizer_kwargs={"momentum": 0.9}, schedule="step",
@@ -43,8 +45,8 @@ def test_to_dict_and_from_dict_round_trip_exactly(recipe):
 
 
 def test_from_dict_and_replace_name_unknown_keys():
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['lora_rank'\]"):
-        Recipe.from_dict({"lr": 1e-4, "lora_rank": 8})
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['adapter_rank'\]"):
+        Recipe.from_dict({"lr": 1e-4, "adapter_rank": 8})
     with pytest.raises(ValueError, match=r"unknown field\(s\) \['learning_rate'\]"):
         Recipe().replace(learning_rate=1e-4)
 
@@ -84,12 +86,12 @@ def test_the_key_is_stable_across_processes_and_versions():
 
 
 def test_a_new_field_with_a_default_keeps_every_existing_key():
-    Extended = dataclasses.make_dataclass("Extended", [("lora_rank", "int | None", dataclasses.field(default=None))],
+    Extended = dataclasses.make_dataclass("Extended", [("probe_pooling", "str | None", dataclasses.field(default=None))],
                                           bases=(Recipe,), frozen=True)
     for recipe in (Recipe(), FULL):
         extended = Extended(**{f: getattr(recipe, f) for f in FIELD_NAMES})
         assert extended.key() == recipe.key()
-    assert Extended(lora_rank=8).key() != Recipe().key()
+    assert Extended(probe_pooling="mean").key() != Recipe().key()
 
 
 def test_a_bumped_semantics_version_changes_every_key(monkeypatch):
@@ -220,3 +222,19 @@ def test_fine_tune_refuses_sizes_beside_a_recipe(tiny_setup):
         fine_tune(Recipe(), lr=1e-3)
     with pytest.raises(TypeError, match="needs the seed"):
         fine_tune(tiny_setup)
+
+
+def test_a_lora_recipe_trains_only_the_adapters_and_the_head(tiny_setup):
+    from ftcourse.lora import LoRALinear, trainable_parameters
+
+    recipe = baseline_recipe(tiny_setup).replace(lora_rank=4, lora_alpha=8, lr=1e-2)
+    assert recipe.key() != baseline_recipe(tiny_setup).key() and Recipe.from_dict(recipe.to_dict()) == recipe
+    run = fine_tune(recipe, model_factory=tiny_bert, keep_model=True, progress=False)
+    wrapped = [m for m in run.model.modules() if isinstance(m, LoRALinear)]
+    assert len(wrapped) == 2 * 2  # query and value of each of the tiny model's 2 blocks
+    trainable, total = trainable_parameters(run.model)
+    assert 0 < trainable < total / 4
+    with pytest.raises(ValueError, match="lora_rank"):
+        Recipe(lora_rank=0)
+    with pytest.raises(ValueError, match="freezes the whole backbone"):
+        Recipe(lora_rank=4, freeze_layers=2)

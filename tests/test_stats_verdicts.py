@@ -184,3 +184,17 @@ def test_public_names():
                  "equivalence", "seeds_for_equivalence", "mcnemar_models", "verdict_text", "test_name",
                  "format_effect", "effect_text", "VERDICTS"):
         assert name in fstats.__all__ and hasattr(fstats, name)
+
+
+def test_the_sentence_says_when_the_bootstrap_disagrees_with_the_verdict():
+    from ftcourse.stats import verdict_text
+
+    row = {"mean_diff": 0.012, "low": 0.002, "high": 0.022, "adj_low": 0.002, "adj_high": 0.022, "n": 5, "m": 1,
+           "alpha": 0.05, "mde": 0.01, "verdict": "better", "boot_low": -0.001, "boot_high": 0.025}
+    text = verdict_text(row)
+    assert text.startswith("better: ") and "bootstrap interval over seeds and test sentences" in text
+    assert text.endswith("includes 0")
+    agree = dict(row, boot_low=0.001)
+    assert "bootstrap" not in verdict_text(agree)
+    quiet = dict(row, verdict="no detectable difference", adj_low=-0.001, boot_low=0.003)
+    assert verdict_text(quiet).endswith("excludes 0")

@@ -105,6 +105,11 @@ class Recipe:
     swa_lr: float | None = None  # None: each group keeps its lr at the start (LLRD ratios survive)
     swa_every: int = 1  # optimizer steps between snapshots
     ema_decay: float | None = None
+    # LoRA (ftcourse.lora): rank r adapters on the target Linear layers, everything else frozen but the head
+    lora_rank: int | None = None
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = ("query", "value")
     # early stopping and checkpoint selection
     early_stopping_patience: int | None = None  # evaluations without improvement
     early_stopping_metric: str = "accuracy"
@@ -124,6 +129,7 @@ class Recipe:
                 object.__setattr__(self, f.name, int(value))
         if self.llrd_group_ratios is not None:
             object.__setattr__(self, "llrd_group_ratios", tuple(float(r) for r in self.llrd_group_ratios))
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
         for name in ("optimizer_kwargs", "schedule_kwargs"):
             object.__setattr__(self, name, json.loads(json.dumps(dict(getattr(self, name)), sort_keys=True)))
 
@@ -195,10 +201,10 @@ class Recipe:
 
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Recipe))
 _FLOAT_FIELDS = {"lr", "weight_decay", "warmup_ratio", "max_grad_norm", "llrd_decay", "head_lr_ratio",
-                 "gradual_unfreezing", "swa_start", "swa_lr", "ema_decay"}
+                 "gradual_unfreezing", "swa_start", "swa_lr", "ema_decay", "lora_alpha", "lora_dropout"}
 _INT_FIELDS = {"train_size", "data_seed", "max_length", "val_size", "test_size", "batch_size", "accumulation_steps",
                "eval_batch_size", "epochs", "max_steps", "evals_per_epoch", "freeze_layers", "reinit_layers",
-               "swa_every", "early_stopping_patience", "seed"}
+               "swa_every", "early_stopping_patience", "seed", "lora_rank"}
 
 
 def _default_json(f: dataclasses.Field):
@@ -289,6 +295,15 @@ def _problems(r: Recipe):
     yield from real("ema_decay", 0, 1, low_open=True, high_open=True, optional=True)
     if r.ema_decay is not None and r.swa_start is None:
         yield "ema_decay needs swa_start (the fraction of the run from which the EMA averages)"
+    yield from integer("lora_rank", 1, optional=True)
+    yield from real("lora_alpha", 0, math.inf, low_open=True, high_open=True)
+    yield from real("lora_dropout", 0, 1, high_open=True)
+    targets = r.lora_targets
+    if isinstance(targets, (str, bytes)) or not hasattr(targets, "__len__") or not len(targets) \
+            or not all(isinstance(t, str) for t in targets):
+        yield f"lora_targets must be a non-empty sequence of target names (ftcourse.models.LINEAR_ROLES), got {targets!r}"
+    if r.lora_rank is not None and (r.freeze_layers or r.gradual_unfreezing is not None):
+        yield "lora_rank freezes the whole backbone already: give it without freeze_layers or gradual_unfreezing"
     yield from integer("early_stopping_patience", 1, optional=True)
     yield from choice("early_stopping_metric", EARLY_STOPPING_METRICS)
     yield from choice("select", SELECTIONS)

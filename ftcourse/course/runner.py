@@ -38,6 +38,7 @@ from ..amp import Precision
 from ..early_stopping import EarlyStopping, EarlyStoppingCallback
 from ..freezing import GradualUnfreezing, all_param_groups, freeze_bottom_layers
 from ..llrd import grouped_llrd_param_groups, llrd_param_groups
+from ..lora import add_lora
 from ..models import encoder_layers
 from ..param_groups import decay_param_groups
 from ..reinit import reinit_top_layers
@@ -184,11 +185,15 @@ def make_schedule(name: str, optimizer, num_warmup_steps: int, num_training_step
 
 def prepare_model(recipe: Recipe, model: torch.nn.Module) -> None:
     """The recipe's changes to the model, before the optimizer sees it: re-initialise the top blocks
-    (and the pooler with them), then freeze the embeddings and the bottom blocks."""
+    (and the pooler with them), then freeze the embeddings and the bottom blocks, or wrap the target layers in
+    LoRA adapters (everything else frozen but the head)."""
     if recipe.reinit_layers:
         reinit_top_layers(model, recipe.reinit_layers, reinit_pooler=recipe.reinit_pooler)
     if recipe.freeze_layers:
         freeze_bottom_layers(model, recipe.freeze_layers, embeddings=True)
+    if recipe.lora_rank is not None:
+        add_lora(model, r=recipe.lora_rank, alpha=recipe.lora_alpha, dropout=recipe.lora_dropout,
+                 targets=recipe.lora_targets, train_head=True)
 
 
 def param_groups_for(recipe: Recipe, model: torch.nn.Module) -> list[dict]:
