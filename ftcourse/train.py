@@ -17,6 +17,14 @@ One optimizer step is::
             step += 1; scheduler.step()                       # only steps taken count and move the lr
         optimizer.zero_grad(set_to_none=True)
         every eval_every steps: evaluate on validation
+        every checkpoint_every steps: save a checkpoint       # resume_from= goes on from it, bit for bit
+
+Data parallel (``train(..., accelerator=Accelerator())`` in every process; see :func:`train`), the same
+loop with four changes: n is the window's global item count ÷ the number of processes (an all-reduce),
+because DDP averages the processes' gradients; all but the window's last micro-batch run under
+``accelerator.no_sync`` (one gradient all-reduce a step); the loss read is the processes' mean; and
+after each step's callbacks the processes agree on stopping. Without an accelerator the loop is bit
+for bit the one above.
 
 Design: the loop itself has no flag per technique. Each technique is one small piece that
 composes with the others:
@@ -38,18 +46,24 @@ accuracy; and peak memory (on CPU, the increase over the process's memory at the
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import math
 import numbers
 import os
 import random
+import shutil
+import types
 import warnings
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm  # plain text bar: no ipywidgets needed in Jupyter or nbval
 
@@ -196,7 +210,7 @@ def _row_order(loader, n: int) -> np.ndarray | None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device | None = None, precision: Precision | None = None,
-             return_predictions: bool = False) -> dict:
+             return_predictions: bool = False, accelerator=None) -> dict:
     """Mean loss and accuracy over ``loader``, in eval mode (dropout off); restores train mode.
 
     ``precision``: evaluate under the same autocast as training: a ``Precision`` or a mode, as
@@ -206,7 +220,15 @@ def evaluate(model: nn.Module, loader, device: torch.device | None = None, preci
     (float32) as numpy arrays in **dataset row order**, also when the loader yields the rows in
     another fixed order (length-sorted evaluation batches), so two runs can be compared example
     by example. Sequence classification only (one label per row).
+
+    ``accelerator``: ``loader`` was prepared by this ``accelerate.Accelerator`` (each process holds
+    one shard of it): every process scores its shard and ``gather_for_metrics`` brings every row to
+    every process, in the loader's order and without the duplicates that ``even_batches`` adds to
+    fill the last round; every process returns the same metrics (and predictions). A collective:
+    call it on every process. Without an accelerator nothing here changes.
     """
+    if accelerator is not None:
+        return _evaluate_sharded(model, loader, device, precision, return_predictions, accelerator)
     _check_loader("loader", loader, needs_len=False)
     device = device or next(model.parameters()).device
     if not isinstance(precision, Precision):  # a mode ("bf16", ...) or None, as train() takes
@@ -238,6 +260,70 @@ def evaluate(model: nn.Module, loader, device: torch.device | None = None, preci
         labels_np = torch.cat(kept_labels).cpu().numpy()
         order = _row_order(loader, len(labels_np))
         if order is not None:  # item k of the pass is row order[k]: put it back there
+            unsorted_logits, unsorted_labels = np.empty_like(logits_np), np.empty_like(labels_np)
+            unsorted_logits[order], unsorted_labels[order] = logits_np, labels_np
+            logits_np, labels_np = unsorted_logits, unsorted_labels
+        metrics.update(predictions=logits_np.argmax(-1), labels=labels_np, logits=logits_np)
+    return metrics
+
+
+def _per_row(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each row's summed loss, labelled items and correct items, as a (rows, 3) float64 tensor (sequence
+    or token-level logits, as :func:`ftcourse.accumulation.summed_loss`)."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    rows = labels.shape[0]
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX,
+                           reduction="none").reshape(rows, -1).sum(1)
+    items = (labels != IGNORE_INDEX).reshape(rows, -1).sum(1)
+    correct = (logits.argmax(-1) == labels).reshape(rows, -1).sum(1)
+    return torch.stack([loss.double(), items.double(), correct.double()], dim=1)
+
+
+def _unsharded(loader):
+    """The batch sampler and sampler that a prepared loader shards (accelerate keeps the original inside its
+    ``BatchSamplerShard``): the order in which ``gather_for_metrics`` returns the rows."""
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    inner = getattr(batch_sampler, "batch_sampler", batch_sampler)
+    return types.SimpleNamespace(batch_sampler=inner, sampler=getattr(inner, "sampler", None))
+
+
+@torch.no_grad()
+def _evaluate_sharded(model, loader, device, precision, return_predictions, accelerator) -> dict:
+    """:func:`evaluate` on a loader prepared by ``accelerator``: one ``gather_for_metrics`` per batch."""
+    from accelerate.data_loader import DataLoaderShard
+
+    if not isinstance(loader, DataLoaderShard):
+        raise TypeError(f"evaluate(accelerator=...) needs a loader prepared by that accelerator "
+                        f"(accelerator.prepare(loader)), got {type(loader).__name__}")
+    model = accelerator.unwrap_model(model)  # no DDP wrapper: evaluation needs no gradient all-reduce
+    device = device or next(model.parameters()).device
+    if not isinstance(precision, Precision):
+        precision = Precision(precision, device)
+    was_training = model.training
+    model.eval()
+    kept = []  # per batch: every process's rows, duplicates dropped (a (rows, 3 [+ 1 + classes]) float64 tensor)
+    for batch in loader:
+        batch = move_batch(batch, device)
+        labels = batch.pop("labels")
+        with precision.autocast():
+            logits = model(**batch).logits
+        rows = _per_row(logits, labels)
+        if return_predictions:  # sequence classification: one label and one row of logits per row
+            rows = torch.cat([rows, labels[:, None].double(), logits.float().double()], dim=1)
+        kept.append(accelerator.gather_for_metrics(rows))
+    model.train(was_training)
+    table = torch.cat(kept).cpu() if kept else torch.zeros(0, 3, dtype=torch.float64)
+    n = int(table[:, 1].sum())
+    if n == 0:
+        raise ValueError("evaluate: the loader yielded no labelled item (an empty loader?): there is nothing to average")
+    # The same rows in the same order on every process, summed the same way: the same metrics on every
+    # process, so that decisions taken from them (early stopping, the best checkpoint) agree.
+    metrics = {"loss": math.fsum(table[:, 0].tolist()) / n, "accuracy": int(table[:, 2].sum()) / n, "n": n}
+    if return_predictions:
+        logits_np = table[:, 4:].float().numpy()
+        labels_np = table[:, 3].long().numpy()
+        order = _row_order(_unsharded(loader), len(labels_np))
+        if order is not None:
             unsorted_logits, unsorted_labels = np.empty_like(logits_np), np.empty_like(labels_np)
             unsorted_logits[order], unsorted_labels[order] = logits_np, labels_np
             logits_np, labels_np = unsorted_logits, unsorted_labels
@@ -350,9 +436,17 @@ class TrainState:
     step: int = 0  # optimizer steps taken so far (steps the GradScaler skipped are not counted)
     epoch: int = 0
     should_stop: bool = False
+    # train(accelerator=...): the accelerator and, on several processes, this process's shard of the validation
+    # loader (eval_loader stays the whole loader: evaluate(model, state.eval_loader) scores every row)
+    accelerator: object | None = None
+    sharded_eval_loader: object | None = None
 
     def evaluate(self, model: nn.Module | None = None, return_predictions: bool = False) -> dict:
-        """Validation metrics of ``model`` (default: the model being trained)."""
+        """Validation metrics of ``model`` (default: the model being trained). On several processes each
+        scores its shard and gets the metrics of the whole set: call it on every process."""
+        if self.sharded_eval_loader is not None:
+            return evaluate(model or self.model, self.sharded_eval_loader, self.device, self.precision,
+                            return_predictions, accelerator=self.accelerator)
         return evaluate(model or self.model, self.eval_loader, self.device, self.precision, return_predictions)
 
 
@@ -383,6 +477,191 @@ def evaluation_steps(steps_per_epoch: int, epochs: int, evals_per_epoch: int) ->
     return sorted(points)
 
 
+# ---------------------------------------------------------------------------------------------
+# What train() adds when asked: data parallelism (accelerate) and checkpoints to resume from
+# ---------------------------------------------------------------------------------------------
+_UNSUPPORTED_DISTRIBUTED = ("DEEPSPEED", "FSDP", "MEGATRON_LM", "XLA")
+
+
+class _WithoutPadding:
+    """This process's shard of a prepared training loader, with the rows that ``even_batches`` repeats to
+    fill the last round labelled ``IGNORE_INDEX``: they are computed but carry no loss and no gradient,
+    so the last optimizer step's gradient is that of the real rows only, as on one process.
+
+    accelerate's ``BatchSamplerShard`` (without ``split_batches``) gives process r the batches r, r + P,
+    r + 2P, ... of the original batch sampler (batch size b): round j holds the rows ``[j·P·b, (j+1)·P·b)``
+    of the epoch's order, process r the b of them from ``(j·P + r)·b`` on, and a round that runs past the
+    end of the data is filled with rows from its start. So in process r's j-th batch the first
+    ``n − (j·P + r)·b`` rows (clipped to [0, b]) are real. With ``split_batches`` a round is one original
+    batch cut into P slices of b/P rows: the same rule with b/P. (tests/test_ddp.py checks the rule
+    against accelerate's sampler.)
+    """
+
+    def __init__(self, loader, rows: int, rows_per_batch: int, world: int, rank: int):
+        self.loader, self.rows, self.rows_per_batch, self.world, self.rank = loader, rows, rows_per_batch, world, rank
+
+    def real_rows(self, j: int, batch_rows: int) -> int:
+        """How many of the first rows of this process's ``j``-th batch (0-based, in an epoch) are real."""
+        return max(0, min(batch_rows, self.rows - (j * self.world + self.rank) * self.rows_per_batch))
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for j, batch in enumerate(self.loader):
+            labels = batch["labels"]
+            real = self.real_rows(j, len(labels))
+            if real < len(labels):
+                labels = labels.clone()
+                labels[real:] = IGNORE_INDEX
+                batch = {**batch, "labels": labels}
+            yield batch
+
+
+def _prepare(accelerator, model, optimizer, train_loader, eval_loader):
+    """``accelerator.prepare`` for :func:`train`: the model (DDP on several processes), the optimizer and
+    both loaders (sharded, their batches left on the CPU: the loop counts items there and moves batches
+    itself). Not the scheduler (see :func:`train`). Returns the wrapped model, the optimizer to step, the
+    training batches (:class:`_WithoutPadding`) and this process's shard of the evaluation loader."""
+    from accelerate.data_loader import DataLoaderShard
+    from accelerate.optimizer import AcceleratedOptimizer
+
+    kind = getattr(accelerator.distributed_type, "name", str(accelerator.distributed_type))
+    if kind in _UNSUPPORTED_DISTRIBUTED:
+        raise ValueError(f"train(accelerator=...) runs data parallel (DDP) or one process; got distributed_type {kind}")
+    if accelerator.mixed_precision != "no":
+        raise ValueError(f"train(accelerator=...) takes mixed precision from precision= (ftcourse.amp.Precision), "
+                         f"not from the Accelerator: make it with mixed_precision='no' (got {accelerator.mixed_precision!r})")
+    if not accelerator.even_batches:
+        raise ValueError("train(accelerator=...) needs even_batches=True (accelerate's default): with False a process "
+                         "whose shard ran out would wait forever in the other processes' all-reduce. The duplicate rows "
+                         "even_batches adds are masked out of the loss (see train's docstring)")
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel) or isinstance(optimizer, AcceleratedOptimizer) or \
+            any(isinstance(loader, DataLoaderShard) for loader in (train_loader, eval_loader)):
+        raise TypeError("train(accelerator=...) prepares the model, the optimizer and the loaders itself: pass them "
+                        "unprepared (accelerator.prepare twice would shard the data twice)")
+    for name, loader in (("train_loader", train_loader), ("eval_loader", eval_loader)):
+        if loader is not None and not isinstance(loader, torch.utils.data.DataLoader):
+            raise TypeError(f"train(accelerator=...) needs {name} to be a torch DataLoader (accelerate shards its "
+                            f"sampler between the processes), got {type(loader).__name__}")
+    if train_loader.batch_size is None or isinstance(train_loader.dataset, torch.utils.data.IterableDataset):
+        raise TypeError("train(accelerator=...) needs a train_loader with a batch_size over a map-style dataset "
+                        "(the rows repeated to even the last round are found from them)")
+    objects = [model, optimizer, train_loader] + ([eval_loader] if eval_loader is not None else [])
+    # Only the model is placed: the optimizer has no state to move yet (placing it would also replace its
+    # param_group dicts), and the loaders' batches stay on the CPU.
+    prepared = accelerator.prepare(*objects, device_placement=[True] + [False] * (len(objects) - 1))
+    world = accelerator.num_processes
+    rows_per_batch = train_loader.batch_size // world if accelerator.split_batches else train_loader.batch_size
+    batches = _WithoutPadding(prepared[2], len(train_loader.dataset), rows_per_batch, world, accelerator.process_index)
+    return prepared[0], prepared[1], batches, (prepared[3] if eval_loader is not None else None)
+
+
+_REGISTRIES = ("_models", "_optimizers", "_dataloaders", "_schedulers", "_custom_objects")
+
+
+@contextlib.contextmanager
+def _forget_at_exit(accelerator, sizes: dict):
+    """When train() ends, drop what it prepared and registered from ``accelerator``'s lists: ``save_state``
+    numbers models, optimizers and registered objects by their place in them, so a second ``train()`` with the
+    same accelerator must find its own at the same places (a resumed run, in the same process)."""
+    try:
+        yield
+    finally:
+        for name, size in sizes.items():
+            del getattr(accelerator, name)[size:]
+
+
+def _registry_sizes(accelerator) -> dict:
+    if accelerator is None:
+        return {}
+    return {name: len(getattr(accelerator, name)) for name in _REGISTRIES
+            if isinstance(getattr(accelerator, name, None), list)}
+
+
+def _generators(*loaders) -> list:
+    """The ``torch.Generator`` s the loaders draw their order from (a loader's own, its sampler's, its batch
+    sampler's sampler's), each once, in a fixed order."""
+    found = []
+    for loader in loaders:
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        for owner in (loader, getattr(loader, "sampler", None), getattr(batch_sampler, "sampler", None)):
+            generator = getattr(owner, "generator", None)
+            if isinstance(generator, torch.Generator) and all(generator is not g for g in found):
+                found.append(generator)
+    return found
+
+
+def _random_states(generators) -> dict:
+    """Every random state a run draws from: Python's, NumPy's, torch's (CPU, and CUDA once initialised), the loaders'."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(), "cuda": cuda,
+            "generators": [g.get_state() for g in generators]}
+
+
+def _set_random_states(states: dict, generators) -> None:
+    if len(states["generators"]) != len(generators):
+        raise ValueError(f"resume_from: the checkpoint holds {len(states['generators'])} loader generator(s), these "
+                         f"loaders have {len(generators)}: resume with the loaders of the interrupted run")
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if states.get("cuda") is not None:
+        torch.cuda.set_rng_state_all(states["cuda"])
+    for generator, state in zip(generators, states["generators"]):
+        generator.set_state(state)
+
+
+CHECKPOINT_PREFIX = "step_"
+
+
+def latest_checkpoint(checkpoint_dir) -> Path | None:
+    """The checkpoint of the most optimizer steps in ``checkpoint_dir`` (the ``step_<n>`` folders that
+    ``train(checkpoint_dir=..., checkpoint_every=...)`` writes), or None if there is none."""
+    root = Path(checkpoint_dir)
+    if not root.is_dir():
+        return None
+    found = [(int(p.name[len(CHECKPOINT_PREFIX):]), p) for p in root.iterdir()
+             if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX) and p.name[len(CHECKPOINT_PREFIX):].isdigit()]
+    return max(found)[1] if found else None
+
+
+def _load_checkpoint(folder: Path, accelerator, model, optimizer, checkpoint, generators, device) -> dict:
+    """Put a checkpoint's model, optimizer and random states (the loaders' generators too) in place; return
+    the loop's part (:class:`_LoopState`)."""
+    plain = (folder / "train_state.pt").is_file()  # written by train() without an accelerator
+    if accelerator is None:
+        if not plain:
+            raise ValueError(f"resume_from: {folder} is not a checkpoint of train() without an accelerator "
+                             f"(no train_state.pt)")
+        model.load_state_dict(torch.load(folder / "model.pt", map_location=device, weights_only=True))
+        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=device, weights_only=True))
+        saved = torch.load(folder / "train_state.pt", map_location="cpu", weights_only=False)
+        _set_random_states({**saved["random_states"], "generators": saved["generators"]}, generators)
+        return saved
+    if plain:
+        raise ValueError(f"resume_from: {folder} was saved without an accelerator; resume it without one")
+    accelerator.load_state(folder)  # the model, the optimizer, this process's random states, the loop's part
+    saved = checkpoint.loaded
+    _set_random_states({**_random_states([]), "generators": saved["generators"]}, generators)
+    return saved
+
+
+class _LoopState:
+    """The loop's own part of a checkpoint (position, schedule, scaler, history, loader generators), beside the
+    files of the model, the optimizer and the random states. With an accelerator it is registered for
+    checkpointing, so that ``save_state``/``load_state`` carry it (the main process writes it)."""
+
+    def __init__(self, capture):
+        self.capture, self.loaded = capture, None
+
+    def state_dict(self) -> dict:
+        return self.capture()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loaded = state
+
+
 def train(
     model: nn.Module,
     train_loader,
@@ -400,6 +679,10 @@ def train(
     callbacks: list[Callback] | None = (),
     device: torch.device | str | None = None,
     progress=True,
+    accelerator=None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume_from: str | os.PathLike | None = None,
 ) -> History:
     """Fine-tune ``model`` and return its :class:`History` (see the module docstring for the loop).
 
@@ -437,6 +720,56 @@ def train(
     scaler's normal calibration; only ``MAX_CONSECUTIVE_SKIPS`` (20) skips in a row, which take the
     loss scale from its 2^16 start below 2^-4, count as divergence. Either way ``History.diverged``
     is set and a ``RuntimeWarning`` names the step.
+
+    **Data parallel** (``accelerator``: an ``accelerate.Accelerator``; none: nothing below applies and
+    the loop is the one process loop above, bit for bit). Start one process per device
+    (``torchrun --nproc-per-node N script.py``; on CPU with gloo; ``accelerate launch --cpu`` starts only
+    one) and call ``train`` in every process with the same arguments. Pass the model, the optimizer and
+    the loaders **unprepared**: ``train`` calls ``accelerator.prepare`` on them itself (and drops them from
+    the accelerator's lists when it returns), so the loop knows the original loaders (their rows, order
+    and generators) and a caller cannot prepare twice. ``train_loader`` is a ``DataLoader`` with the
+    per-process batch (``ftcourse.course.fine_tune(recipe, accelerator=...)`` builds it: global batch ÷
+    (processes × accumulation steps)); its sampler is sharded (process r gets batches r, r + P, ...), so P
+    processes × batch b see, step for step, the rows that one process × batch P·b sees. The model
+    (``state.model``, what callbacks see) stays the unwrapped one; only the forward pass goes through DDP.
+
+    * Accumulation: the window's non-final micro-batches run under ``accelerator.no_sync`` (no all-reduce);
+      DDP all-reduces in the backward of its last one. The loop does not call ``accelerator.backward``,
+      which divides the loss by the Accelerator's ``gradient_accumulation_steps`` again: the window
+      normalisation is the loop's own, whatever that setting (the Accelerator's ``accumulate`` is unused).
+    * Normalisation across processes: DDP averages the processes' gradients (÷ P). Each process divides
+      its summed loss by the window's **global** item count ÷ P (one all-reduce of a number per window, left
+      on the device), so that the average is the gradient of the global window's mean loss, as on one
+      process, also when the processes hold different numbers of items (padding, a short last batch).
+    * ``even_batches`` (required, accelerate's default): the last round is filled up with rows from the
+      start of the epoch so that every process gets a batch. Left in the loss, they would count twice in
+      the last step's gradient; the loop labels them ``IGNORE_INDEX`` instead (no loss, no gradient, not
+      counted), so the last step's gradient is that of the real rows, as on one process. (``even_batches=
+      False`` would leave a process without a batch waiting forever in the others' all-reduce.)
+    * Schedule: the scheduler is **not** prepared: a prepared one steps P times per call (accelerate assumes a
+      schedule planned in per-process batches); this one is planned in optimizer steps of the global batch
+      and steps once per step taken on every process, exactly as on one process.
+    * Clipping: ``accelerator.clip_grad_norm_`` on the all-reduced gradients (the same norm everywhere).
+    * Logged loss and items: the global window's (an all-reduce before the step's one read).
+    * Evaluation: each process scores its shard of ``eval_loader`` and ``gather_for_metrics`` returns every
+      row, in order and without even_batches' duplicates: every process gets the same metrics and
+      predictions (row order), so early stopping and checkpoint choices agree; and after the callbacks of
+      every step the processes agree on ``should_stop`` (an all-reduce), so that all stop at the same step.
+    * Only the main process draws progress and warns; checkpoints are written through ``save_state``.
+    * Mixed precision comes from ``precision`` (make the Accelerator with ``mixed_precision="no"``).
+
+    **Checkpoints** (``checkpoint_dir`` and ``checkpoint_every=N``): after every N-th optimizer step (after
+    that step's callbacks and evaluation) the run is saved to ``checkpoint_dir/step_<n>``: the model, the
+    optimizer, the scheduler, the GradScaler, every random state (Python, NumPy, torch CPU and CUDA, the
+    loaders' generators) and the data position (epoch, windows done, and the random states at the start of
+    that epoch), with the history so far. ``resume_from=<that folder>`` (``latest_checkpoint(dir)``) goes on
+    from there: the epoch's data order is drawn again from the saved states, the windows already trained
+    on are passed over, and the random states of the checkpoint take over: on CPU the resumed run ends
+    with the same weights, bit for bit, as one never interrupted (give the same model, loaders,
+    optimizer, scheduler and callbacks, freshly built). With an accelerator, ``accelerator.save_state``
+    and ``load_state`` write and read them (each process its random states). A callback's own state is
+    saved only if it has ``state_dict``/``load_state_dict``; others are taken to hold none.
+    Checkpoint time counts in ``History.callback_time_s``.
     """
     epochs = _positive_int("epochs", epochs)
     accumulation_steps = _positive_int("accumulation_steps", accumulation_steps)
@@ -468,17 +801,48 @@ def train(
             f"{type(scheduler).__name__} {scheduler!r}. A function of the step goes inside "
             f"torch.optim.lr_scheduler.LambdaLR(optimizer, fn); ftcourse.schedules.get_schedule(name, optimizer, "
             f"num_warmup_steps, num_training_steps) and transformers.get_scheduler(...) return one")
+    if type(scheduler).__module__.startswith("accelerate"):
+        raise TypeError("scheduler: pass it unprepared: a prepared scheduler steps once per process at every "
+                        "call, train steps the schedule once per optimizer step itself")
     callbacks = _check_callbacks(callbacks)
+    if (checkpoint_dir is None) != (checkpoint_every is None):
+        raise ValueError("give checkpoint_dir and checkpoint_every together (or neither)")
+    if checkpoint_every is not None:
+        checkpoint_every = _positive_int("checkpoint_every", checkpoint_every)
+    if resume_from is not None and not Path(resume_from).is_dir():
+        raise ValueError(f"resume_from: no checkpoint folder at {resume_from}")
     if len(train_loader) == 0:
         raise ValueError("train_loader is empty: there is nothing to train on")
     if eval_loader is not None and len(eval_loader) == 0:
         raise ValueError("eval_loader is empty: pass None to train without evaluation")
+    if accelerator is not None:
+        if device is not None and torch.device(device) != accelerator.device:
+            raise ValueError(f"device {device} is not the accelerator's ({accelerator.device}): leave device out")
+        device = accelerator.device
     device = torch.device(device) if device is not None else next(model.parameters()).device
     if not isinstance(precision, Precision):
         precision = Precision(precision, device)
     skipped_before = precision.skipped_steps  # a Precision reused across runs keeps counting
     model.to(device)
-    steps_per_epoch = optimizer_steps_per_epoch(len(train_loader), accumulation_steps)
+    # Predictions ride along for free when the eval loader has a fixed order (decided here, before any
+    # pass: a shuffled loader is evaluated once, without them).
+    keep_predictions = eval_loader is not None and has_fixed_order(eval_loader)
+    generators = _generators(train_loader, eval_loader)  # checkpoints save them (prepare keeps the same objects)
+    train_generators = _generators(train_loader)
+
+    # Data parallel: prepare the model (DDP), the optimizer and the loaders here (see the docstring). The
+    # loop steps `step_optimizer` and runs the forward pass through `ddp_model`; everything else (callbacks,
+    # evaluation, checkpoints) sees the plain `model` and `optimizer`. One process: both are the same.
+    ddp_model, step_optimizer, batches, sharded_eval_loader, world = model, optimizer, train_loader, None, 1
+    registered = _registry_sizes(accelerator)
+    if accelerator is not None:
+        ddp_model, step_optimizer, batches, sharded_eval_loader = _prepare(accelerator, model, optimizer,
+                                                                           train_loader, eval_loader)
+        world = accelerator.num_processes
+        accelerator.sync_gradients = True  # the prepared optimizer steps only when this is set (accumulate() unused)
+    main_process = accelerator is None or accelerator.is_main_process
+
+    steps_per_epoch = optimizer_steps_per_epoch(len(batches), accumulation_steps)
     total_steps = steps_per_epoch * epochs if max_steps is None else min(max_steps, steps_per_epoch * epochs)
     if evals_per_epoch is not None:
         eval_points = set(evaluation_steps(steps_per_epoch, epochs, evals_per_epoch)) | {total_steps}
@@ -487,18 +851,18 @@ def train(
     else:
         eval_points = None  # the end of every epoch
     history = History()
-    state = TrainState(model, optimizer, scheduler, device, precision, history, total_steps, eval_loader)
+    state = TrainState(model, optimizer, scheduler, device, precision, history, total_steps, eval_loader,
+                       accelerator=accelerator, sharded_eval_loader=sharded_eval_loader if world > 1 else None)
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    clock = {"eval": 0.0, "callbacks": 0.0}
+    clock = {"eval": 0.0, "callbacks": 0.0, "before": {"train": 0.0, "eval": 0.0, "callbacks": 0.0}}
+    # Where a checkpoint is: (epoch, windows of it done) and the random states at the start of that epoch.
+    position = {"epoch": 0, "windows_done": 0, "epoch_start": None}
+    consecutive_skips = 0
 
     def notify(event: str, *args) -> None:
         t = time.perf_counter()
         _notify(callbacks, event, *args)
         clock["callbacks"] += time.perf_counter() - t
-
-    # Predictions ride along for free when the eval loader has a fixed order (decided here, before any
-    # pass: a shuffled loader is evaluated once, without them).
-    keep_predictions = eval_loader is not None and has_fixed_order(eval_loader)
 
     def run_evaluation():
         if eval_loader is None:
@@ -518,52 +882,155 @@ def train(
     def diverge(step: int, why: str) -> None:
         history.diverged, history.diverged_step = True, step
         state.should_stop = True
-        warnings.warn(f"train: diverged at optimizer step {step}: {why}; training stopped there "
-                      "(the model keeps the weights before that step)", RuntimeWarning, stacklevel=3)
+        if main_process:
+            warnings.warn(f"train: diverged at optimizer step {step}: {why}; training stopped there "
+                          "(the model keeps the weights before that step)", RuntimeWarning, stacklevel=3)
+
+    def agree_to_stop() -> None:
+        # Several processes: a stop any process's callbacks asked for stops them all, at the same step
+        # (otherwise the others would wait for it in the next all-reduce). One number, read on the host.
+        if world > 1:
+            state.should_stop = bool(accelerator.reduce(torch.tensor(float(state.should_stop), device=device), "max"))
+
+    def loop_state() -> dict:
+        """What a checkpoint holds besides the model's, the optimizer's and the random states' files."""
+        elapsed = time.perf_counter() - start
+        return {"format": 1, "step": state.step, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
+                "epoch": position["epoch"], "windows_done": position["windows_done"],
+                "epoch_start": position["epoch_start"], "generators": [g.get_state() for g in generators],
+                "consecutive_skips": consecutive_skips, "skipped_steps": precision.skipped_steps - skipped_before,
+                "scheduler": state.scheduler.state_dict() if hasattr(state.scheduler, "state_dict") else None,
+                "scaler": precision.scaler.state_dict() if precision.scaler is not None else None,
+                "last_scale": precision.last_scale, "history": dataclasses.asdict(history),
+                "callbacks": [cb.state_dict() if callable(getattr(cb, "state_dict", None)) else None for cb in callbacks],
+                "elapsed": {"train": clock["before"]["train"] + elapsed - clock["eval"] - clock["callbacks"],
+                            "eval": clock["before"]["eval"] + clock["eval"],
+                            "callbacks": clock["before"]["callbacks"] + clock["callbacks"]}}
+
+    checkpoint = _LoopState(loop_state)
+    if accelerator is not None and (checkpoint_every is not None or resume_from is not None):
+        accelerator.register_for_checkpointing(checkpoint)
+
+    def save_checkpoint() -> None:
+        t = time.perf_counter()
+        folder = Path(checkpoint_dir) / f"{CHECKPOINT_PREFIX}{state.step}"
+        partial = folder.with_name(folder.name + ".partial")  # renamed when complete: a crash leaves no half checkpoint
+        if accelerator is None:
+            partial.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), partial / "model.pt")
+            torch.save(optimizer.state_dict(), partial / "optimizer.pt")
+            torch.save({**loop_state(), "random_states": _random_states([])}, partial / "train_state.pt")
+        else:
+            # Every process: the main one writes the model, the optimizer and the loop state; each its random states.
+            accelerator.save_state(partial)
+            accelerator.wait_for_everyone()
+        if main_process:
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(partial, folder)
+        if accelerator is not None:
+            accelerator.wait_for_everyone()
+        clock["callbacks"] += time.perf_counter() - t
 
     start = time.perf_counter()
+    resume_rng = None  # the checkpoint's random states, which take over once its windows are passed over
+    if resume_from is not None:
+        saved = _load_checkpoint(Path(resume_from), accelerator, model, optimizer, checkpoint, generators, device)
+        if (saved["total_steps"], saved["steps_per_epoch"]) != (total_steps, steps_per_epoch):
+            raise ValueError(f"resume_from: the checkpoint's run had {saved['total_steps']} steps of "
+                             f"{saved['steps_per_epoch']} per epoch, this one {total_steps} of {steps_per_epoch}: "
+                             f"resume with the data, batch size and schedule of the interrupted run")
+        resume_rng = _random_states(generators)
+        state.step, consecutive_skips = saved["step"], saved["consecutive_skips"]
+        position.update(epoch=saved["epoch"], windows_done=saved["windows_done"], epoch_start=saved["epoch_start"])
+        skipped_before -= saved["skipped_steps"]
+        precision.last_scale = saved["last_scale"]
+        if saved["scaler"] is not None:
+            precision.scaler.load_state_dict(saved["scaler"])
+        if saved["scheduler"] is not None:
+            state.scheduler.load_state_dict(saved["scheduler"])
+        for name, value in saved["history"].items():
+            setattr(history, name, value)
+        clock["before"] = saved["elapsed"]
     notify("on_train_begin", state)
+    if resume_from is not None:
+        for cb, cb_state in zip(callbacks, saved["callbacks"]):
+            if cb_state is not None:
+                cb.load_state_dict(cb_state)
+    agree_to_stop()
     # progress: True draws a per-step bar (leave=False); a bar object (run_seeds' bar over runs, in a
     # notebook) gets the step counter as its postfix instead: one line, which Jupyter can redraw.
-    parent = progress if hasattr(progress, "set_postfix_str") else None
-    bar = tqdm(total=total_steps, disable=parent is not None or not progress, desc="train", leave=False, mininterval=1.0)
+    parent = progress if hasattr(progress, "set_postfix_str") and main_process else None
+    bar = tqdm(total=total_steps, initial=state.step, disable=parent is not None or not progress or not main_process,
+               desc="train", leave=False, mininterval=1.0)
     last_postfix = 0.0
-    model.train()
+    ddp_model.train()
     # Gradients left over from before the call (a gradient inspected in a notebook cell, an earlier
     # run) would otherwise be added to the first window's gradient.
     optimizer.zero_grad(set_to_none=True)
-    consecutive_skips = 0
-    with PeakMemory(device) as memory:
-        for epoch in range(epochs):
+    with PeakMemory(device) as memory, _forget_at_exit(accelerator, registered):
+        for epoch in range(position["epoch"], epochs):
             if state.should_stop:  # also a stop asked for in on_train_begin: zero steps
                 break
             state.epoch = epoch
-            for w, window in enumerate(accumulation_windows(train_loader, accumulation_steps)):
+            skip = position["windows_done"] if resume_rng is not None and epoch == position["epoch"] else 0
+            if skip:  # resuming inside this epoch: draw its data order again from the states at its start
+                torch.set_rng_state(position["epoch_start"]["torch"])
+                for generator, saved_state in zip(train_generators, position["epoch_start"]["generators"]):
+                    generator.set_state(saved_state)
+            elif checkpoint_every is not None:
+                position["epoch_start"] = {"torch": torch.get_rng_state(),
+                                           "generators": [g.get_state() for g in train_generators]}
+            for w, window in enumerate(accumulation_windows(batches, accumulation_steps)):
+                if w < skip:  # trained on before the checkpoint
+                    if w == skip - 1:  # the checkpoint's place in the data: its random states take over
+                        _set_random_states(resume_rng, generators)
+                        if state.step >= total_steps:
+                            break
+                    continue
                 t0 = time.perf_counter()
                 step = state.step + 1  # the optimizer step this window is for (a skipped one is retried)
                 # Counted on the CPU batches, before they move to the device: no GPU sync.
                 n_items = sum(count_items(batch["labels"]) for batch in window)
-                if n_items == 0:
+                if n_items == 0 and world == 1:  # (several processes: the global count, checked after the read)
                     raise _no_labelled_item(step, epoch, w * accumulation_steps, len(window))
                 n_tokens = sum(count_tokens(batch) for batch in window)
+                per_process_items = n_items
+                if accelerator is not None:
+                    # DDP averages the processes' gradients (÷ world): dividing by the window's global item
+                    # count ÷ world makes that average the global window mean. An all-reduce, no host read.
+                    n_items = accelerator.reduce(torch.tensor(n_items, dtype=torch.float32, device=device), "sum")
+                    per_process_items = n_items / world
                 losses = []  # each micro-batch's loss, left on the device until the step's one read
-                for batch in window:
-                    batch = move_batch(batch, device)
-                    labels = batch.pop("labels")
-                    with precision.autocast():
-                        logits = model(**batch).logits
-                    # Sum over the micro-batch, divide by the items of the whole window: exact.
-                    loss = summed_loss(logits, labels) / n_items
-                    precision.backward(loss)
+                for i, batch in enumerate(window):
+                    # DDP all-reduces the gradients in the backward of the window's last micro-batch only.
+                    last = i == len(window) - 1
+                    with contextlib.nullcontext() if accelerator is None or last else accelerator.no_sync(ddp_model):
+                        batch = move_batch(batch, device)
+                        labels = batch.pop("labels")
+                        with precision.autocast():
+                            logits = ddp_model(**batch).logits
+                        # Sum over the micro-batch, divide by the items of the whole window: exact.
+                        loss = summed_loss(logits, labels) / per_process_items
+                        precision.backward(loss)  # not accelerator.backward: it would divide by its accumulation steps
                     losses.append(loss.detach())
-                precision.unscale_(optimizer)
+                precision.unscale_(step_optimizer)
                 # Clipping also returns the norm; max_grad_norm=None only measures it.
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf"))
+                clip = torch.nn.utils.clip_grad_norm_ if accelerator is None else accelerator.clip_grad_norm_
+                grad_norm = clip(params, max_grad_norm or float("inf"))
+                reads = [*losses, grad_norm]
+                if accelerator is not None:  # the global window's loss (the processes' mean) and item count
+                    reads = [*accelerator.reduce(torch.stack(losses), "mean").unbind(), grad_norm, n_items]
                 # The one host-device sync of the step (nanoGPT points out its own the same way): the
                 # losses and the gradient norm come to the CPU in one transfer, before the optimizer
                 # step, which must not be applied when they are not finite. (With a GradScaler,
-                # Precision.step reads the scale too: see ftcourse.amp.)
-                *loss_values, grad_norm = _to_host([*losses, grad_norm])
+                # Precision.step reads the scale too: see ftcourse.amp. Several processes add the
+                # stop agreement below.)
+                values = _to_host(reads)
+                if accelerator is not None:
+                    n_items = int(values.pop())
+                    if n_items == 0:
+                        raise _no_labelled_item(step, epoch, w * accumulation_steps, len(window))
+                *loss_values, grad_norm = values
                 window_loss = sum(loss_values)  # in micro-batch order, as a sum of each loss.item()
                 lrs = [group["lr"] for group in optimizer.param_groups]  # the lrs this step uses
                 row = {"step": step, "epoch": epoch, "items": n_items, "loss": window_loss, "grad_norm": grad_norm,
@@ -574,7 +1041,7 @@ def train(
                                           "stepped": False})
                     diverge(step, f"loss {window_loss}, gradient norm {grad_norm}")
                     break
-                stepped = precision.step(optimizer)
+                stepped = precision.step(step_optimizer)
                 optimizer.zero_grad(set_to_none=True)
                 # No synchronize here (it would be a second sync): on a GPU the optimizer step's kernels
                 # may still run and then count in the next step's time; a run's total is unchanged.
@@ -603,10 +1070,15 @@ def train(
                 notify("on_step_end", state)
                 if eval_points is not None and state.step in eval_points:
                     run_evaluation()
+                if checkpoint_every is not None and state.step % checkpoint_every == 0:
+                    position.update(epoch=epoch, windows_done=w + 1)
+                    save_checkpoint()
+                agree_to_stop()
                 if state.should_stop or state.step >= total_steps:
                     break
             if eval_points is None and not state.should_stop:
                 run_evaluation()
+                agree_to_stop()
             if state.should_stop or state.step >= total_steps:
                 break
         if device.type == "cuda":
@@ -617,6 +1089,7 @@ def train(
     # A stop requested at the last evaluation saves nothing: that run trained to the end.
     history.stopped_early = state.should_stop and state.step < total_steps and not history.diverged
     notify("on_train_end", state)
-    history.eval_time_s, history.callback_time_s = clock["eval"], clock["callbacks"]
-    history.train_time_s = time.perf_counter() - start - clock["eval"] - clock["callbacks"]
+    history.eval_time_s = clock["before"]["eval"] + clock["eval"]
+    history.callback_time_s = clock["before"]["callbacks"] + clock["callbacks"]
+    history.train_time_s = clock["before"]["train"] + time.perf_counter() - start - clock["eval"] - clock["callbacks"]
     return history

@@ -334,10 +334,20 @@ def recipe_from_profile(profile: Profile, seed: int, *, batch_size: int | None =
     return baseline_recipe(profile).replace(seed=seed, **changes)
 
 
+def _per_process_loader(loader, batch_size: int):
+    """``loader`` (``make_loader``'s, batched for one process) with ``batch_size`` rows a batch, the same sampler
+    (order, generator), collator and generator: P processes sharding it (accelerate: process r gets batches
+    r, r + P, ...) see, round by round, the rows of ``loader``'s batches when ``batch_size`` is its batch ÷ P.
+    (A length-grouped sampler's order depends on the batch size it was made for: it is kept, not remade.)"""
+    return torch.utils.data.DataLoader(loader.dataset, batch_size=batch_size, sampler=loader.sampler,
+                                       collate_fn=loader.collate_fn, generator=loader.generator)
+
+
 def fine_tune(recipe, seed: int | None = None, *, keep_model: bool = False, progress=True, device=None,
               model_factory: Callable | None = None, label: str | None = None, prepare_model: Callable | None = None,
               param_groups: Callable | None = None, optimizer: Callable | None = None,
               callbacks: Callable | None = None, record: bool = False, outputs: tuple[str, ...] = (),
+              accelerator=None, checkpoint_dir=None, checkpoint_every: int | None = None, resume_from=None,
               **profile_keywords) -> RunResult:
     """Run one recipe on SST-2 and score it: ``fine_tune(recipe)``.
 
@@ -354,6 +364,20 @@ def fine_tune(recipe, seed: int | None = None, *, keep_model: bool = False, prog
     ``eval_time_s`` the in-loop validation, ``callback_time_s``, ``final_eval_time_s``; ``samples_per_s``
     over training time only), peak memory, and the per-example arrays of ``ARRAY_COLUMNS`` in dataset row
     order. Validation and test are scored with the run's precision, like the in-loop validation.
+
+    ``accelerator`` (an ``accelerate.Accelerator``; run the script in every process, e.g. ``torchrun
+    --nproc-per-node 2``): data parallel training (``ftcourse.train.train``, which prepares the model, the
+    optimizer and the loaders). ``recipe.batch_size`` stays the global batch: each process's loader has
+    batch_size ÷ (processes × accumulation_steps) rows a batch (a ValueError if that does not divide), drawn
+    in the order one process would draw them, so P processes train on the rows of one process's steps.
+    The final validation and test passes run whole in every process (the same numbers everywhere). Not with
+    gradual unfreezing (DDP fixes the trained parameters when it wraps the model) or ``record=True``.
+
+    ``checkpoint_dir`` and ``checkpoint_every=N``: save the run every N optimizer steps
+    (``ftcourse.train.train``); ``resume_from=<a checkpoint folder>`` (``ftcourse.train.latest_checkpoint``)
+    goes on from one: the same recipe then ends with the same weights as a run never interrupted (on CPU,
+    bit for bit). Recipes with callbacks of their own (SWA, early stopping, best-checkpoint selection,
+    gradual unfreezing) and ``record=True`` cannot be checkpointed yet: their callbacks' state is not saved.
     """
     if isinstance(recipe, Profile):
         if seed is None:
@@ -369,9 +393,22 @@ def fine_tune(recipe, seed: int | None = None, *, keep_model: bool = False, prog
         raise ValueError(f"outputs must be names of {sorted(EXTRA_OUTPUTS)}, with record=True; got {list(outputs)}")
     custom = tuple(name for name, hook in (("prepare_model", prepare_model), ("param_groups", param_groups),
                                            ("optimizer", optimizer), ("callbacks", callbacks)) if hook is not None)
-    started = time.perf_counter()
-    device = pick_device(device, verbose=False)
     r = recipe
+    processes = 1 if accelerator is None else accelerator.num_processes
+    if r.batch_size % (processes * r.accumulation_steps):
+        raise ValueError(f"fine_tune: the global batch_size {r.batch_size} must be divisible by processes × "
+                         f"accumulation_steps = {processes} × {r.accumulation_steps} (each process's batch is "
+                         f"batch_size ÷ ({processes} × {r.accumulation_steps}))")
+    if processes > 1 and (r.gradual_unfreezing is not None or record):
+        raise ValueError("fine_tune(accelerator=...) with several processes: not with gradual unfreezing (DDP fixes "
+                         "the parameters it trains when it wraps the model) nor record=True")
+    checkpointing = checkpoint_every is not None or resume_from is not None
+    if checkpointing and (r.gradual_unfreezing is not None or r.swa_start is not None or r.selects_checkpoints or record):
+        raise ValueError("fine_tune: checkpoints and resume cover the model, optimizer, schedule, scaler, random "
+                         "states and data position, not yet the state of the recipe's callbacks (SWA, early "
+                         "stopping, best-checkpoint selection, gradual unfreezing) or of record=True")
+    started = time.perf_counter()
+    device = accelerator.device if accelerator is not None else pick_device(device, verbose=False)
     splits = ftdata.tokenized_splits(r.model_id, r.max_length, r.train_size, r.data_seed, val_size=r.val_size,
                                      test_size=r.test_size)
     tokenizer = ftdata.cached_tokenizer(r.model_id)
@@ -379,6 +416,8 @@ def fine_tune(recipe, seed: int | None = None, *, keep_model: bool = False, prog
     model = (model_factory or load_model)(r.model_id).to(device)
     train_loader = ftdata.make_loader(splits["train"], tokenizer, r.micro_batch_size, shuffle=True, seed=r.seed,
                                       group_by_length=r.group_by_length)
+    if processes > 1:  # batch_size ÷ (processes × accumulation_steps) rows a batch, in one process's order
+        train_loader = _per_process_loader(train_loader, r.micro_batch_size // processes)
     val_loader = ftdata.make_loader(splits["validation"], tokenizer, r.eval_batch_size, shuffle=False,
                                     group_by_length=r.group_by_length)
     test_loader = ftdata.make_loader(splits["test"], tokenizer, r.eval_batch_size, shuffle=False,
@@ -389,7 +428,9 @@ def fine_tune(recipe, seed: int | None = None, *, keep_model: bool = False, prog
     recorder = RunRecorder(test_loader, training.precision, training.callbacks) if record else None
     if recorder is not None:
         loop["callbacks"] = [*training.callbacks, recorder]
-    history = train(model, train_loader, eval_loader=val_loader, device=device, progress=progress, **loop)
+    history = train(model, train_loader, eval_loader=val_loader, device=device, progress=progress,
+                    accelerator=accelerator, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+                    resume_from=resume_from, **loop)
     t0 = time.perf_counter()
     precision = training.precision
     test = evaluate(model, test_loader, device, precision, return_predictions=True)
