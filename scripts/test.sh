@@ -3,6 +3,9 @@
 # profile. This is the command .ci/run calls. Offline: set FTCOURSE_DATA_DIR (README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# CI's machine has 2 cores: torch runs 2 threads there whatever the load at the moment, so that its timings and
+# the notebooks' CPU results stay comparable from run to run (ftcourse.course.notebook.choose_threads).
+export FTCOURSE_THREADS="${FTCOURSE_THREADS:-2}"
 t0=$SECONDS
 bash scripts/setup.sh
 # shellcheck disable=SC1091
