@@ -1,4 +1,4 @@
-"""``python -m ftcourse`` (or ``ftcourse``): ``info``, ``run``, ``estimate``, ``get-data`` and ``bank``.
+"""``python -m ftcourse`` (or ``ftcourse``): ``info``, ``run``, ``estimate``, ``get-data``, ``copy`` and ``bank``.
 
 Course harness (not a technique module).
 
@@ -7,6 +7,7 @@ fix what is missing. ``run`` executes the notebooks headless, in order, and writ
 notebooks and ``results/summary.md``. ``bank build | status | verify`` builds, lists and reruns the
 stored runs of the seed bank (``ftcourse.course.bank``). ``run`` and ``estimate`` first check profile,
 notebooks, data, device and model (``ftcourse.course.preflight``): a problem is one line and exit code 2.
+``copy`` puts a technique module into a package folder of yours (``ftcourse.course.copying``).
 """
 from __future__ import annotations
 
@@ -350,6 +351,18 @@ def _bank(args) -> int:
     return 1 if failed else 0
 
 
+def _copy(args) -> int:
+    from .copying import CopyError, copy_module, report
+
+    try:
+        result = copy_module(args.module, args.into, force=args.force)
+    except CopyError as err:
+        print(f"ftcourse copy: {err}", file=sys.stderr)
+        return 2
+    print(report(result))
+    return 0
+
+
 def main(argv=None) -> int:
     from .profiles import PROFILE_NAMES
 
@@ -374,6 +387,10 @@ def main(argv=None) -> int:
     run.add_argument("--results-dir", default="results", help="where executed notebooks and summary.md go")
     run.add_argument("--notebook-dir", default=None, help="folder of the notebooks (default: ./notebooks)")
     run.add_argument("--inplace", action="store_true", help="overwrite the notebooks themselves (maintainers: commit executed notebooks)")
+    copy = sub.add_parser("copy", help="copy a technique module, with the files its copy line names, into a package folder")
+    copy.add_argument("module", help="a technique module: llrd, train, stats, ... or optim/adam, optim/lamb, ...")
+    copy.add_argument("--into", required=True, metavar="FOLDER", help="the package folder (made, with __init__.py, if missing)")
+    copy.add_argument("--force", action="store_true", help="overwrite files in FOLDER that have other contents")
     bank = sub.add_parser("bank", help="the seed bank: build, status, verify (ftcourse/course/bank.py, bank/README.md)")
     bank_sub = bank.add_subparsers(dest="bank_command", required=True)
     build = bank_sub.add_parser("build", help="run a notebook's declared runs that the bank does not hold, and store them")
@@ -392,6 +409,8 @@ def main(argv=None) -> int:
         return _bank(args)
     if args.command == "info":
         return _info()
+    if args.command == "copy":
+        return _copy(args)
     if args.command == "get-data":
         return _get_data(args.directory)
     if args.command == "estimate":
