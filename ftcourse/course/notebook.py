@@ -91,9 +91,9 @@ class ThreadChoice:
             return None
         return (f"warning: this machine is busy: other processes keep {self.others:.1f} of its {self.cores} cores busy, "
                 f"so torch runs {self.threads} thread{'s' if self.threads > 1 else ''}, not {self.cores} (threads beyond "
-                "the free cores wait on each other: with one busy process on 2 cores, 2 threads ran several times "
-                "slower than 1, benchmarks/threads.json). Timings now are slower than the course's; stop the other "
-                f"work for its speed, or set {THREADS_ENV}")
+                "the free cores wait on each other: beside one busy process on 2 cores, 2 threads trained 1.8x slower "
+                "than 1, benchmarks/threads.json). Timings now are slower than the course's; stop the other work for "
+                f"its speed, or set {THREADS_ENV}")
 
 
 def available_cores() -> int:
