@@ -211,3 +211,50 @@ def test_release_check_fails_while_the_notebooks_point_at_a_missing_tag(tmp_path
     (repo / "pyproject.toml").write_text('[project]\nversion = "9.9.0"\n')  # bumped, notebooks not synced
     done = check()
     assert done.returncode == 1 and "no notebook points at v9.9.0" in done.stderr
+
+
+def _evidence_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("evidence_under_test", ROOT / "scripts" / "evidence.py")
+    evidence = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evidence)
+    return evidence
+
+
+def _notebook_with_table(path, header: str) -> None:
+    rule = "|" + "---|" * (header.count("|") - 1)
+    table = f"{header}\n{rule}\n| c | s | e | better | {path.stem} |\n"
+    output = nbformat.v4.new_output("execute_result", data={"text/markdown": table, "text/plain": "table"}, execution_count=1)
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("table", outputs=[output])]), path)
+
+
+def test_evidence_check_fails_when_a_claims_table_would_be_skipped_for_its_shape(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    evidence = _evidence_module()
+    notebooks = tmp_path / "notebooks"
+    shutil.copytree(ROOT / "notebooks", notebooks)
+    monkeypatch.setattr(evidence, "NOTEBOOKS", notebooks)
+    assert evidence.shape_problems() == []  # the committed notebooks: nothing skipped unannounced
+    _notebook_with_table(notebooks / "12_new.ipynb", "| claim | source | effect (95% CI) | verdict | notebook |")
+    assert evidence.main(["--check"]) == 1
+    err = capsys.readouterr().err
+    assert "12_new.ipynb: shows a claims table whose header is '| claim | source | effect (95% CI) | verdict" in err
+    assert "the ledger would skip it" in err
+    assert evidence.main([]) == 1  # nor does the writing mode skip it
+    assert "12_new.ipynb" in capsys.readouterr().err
+
+
+def test_evidence_awaiting_rebuild_cannot_go_stale(tmp_path, monkeypatch):
+    evidence = _evidence_module()
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    monkeypatch.setattr(evidence, "NOTEBOOKS", notebooks)
+    monkeypatch.setattr(evidence, "AWAITING_REBUILD", ("02_rebuilt",))
+    _notebook_with_table(notebooks / "02_rebuilt.ipynb", evidence.HEADER)  # re-executed: now the current shape
+    assert evidence.shape_problems() == [
+        "02_rebuilt.ipynb: is in AWAITING_REBUILD (scripts/evidence.py) but shows a claims table of the current shape: "
+        "remove it from the list"]
+    section = evidence.section()
+    assert "| c | s | e | better | 02_rebuilt |" in section
