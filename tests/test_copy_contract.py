@@ -127,5 +127,6 @@ def test_package_docstring_and_readme_show_both_layers():
             assert f"``{module}``" in doc, module
     for module in HARNESS:
         assert f"``{module}``" in doc, module
-    readme = (PACKAGE.parent / "README.md").read_text()
-    assert "files to copy" in readme
+    package_doc = (PACKAGE.parent / "docs" / "package.md").read_text()  # README links it: "Copying a helper"
+    assert "files to copy" in package_doc
+    assert "python -m ftcourse copy" in (PACKAGE.parent / "README.md").read_text()

@@ -180,7 +180,7 @@ def compare(saved_path, measured_source):
 
 
 def markdown(frame) -> str:
-    """The comparison as the markdown table README shows, with a total row."""
+    """The comparison as the markdown table docs/estimates.md shows, with a total row."""
     lines = ["| notebook | runs | predicted (min) | measured (min) | error |", "|---|---|---|---|---|"]
     for name, r in frame.iterrows():
         lines.append(f"| {name} | {int(r['runs'])} | {r['predicted (min)']:.1f} | {r['measured (min)']:.1f} | {r['error']:+.0%} |")
