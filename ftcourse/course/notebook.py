@@ -82,9 +82,10 @@ class ThreadChoice:
     def line(self) -> str:
         if self.others is None:
             return f"threads: {self.threads} torch thread{'s' if self.threads > 1 else ''} ({THREADS_ENV}={self.threads})"
+        omp = os.environ.get("OMP_NUM_THREADS")  # caps torch's own count, so the cores counted here too
         return (f"threads: {self.threads} torch thread{'s' if self.threads > 1 else ''} ({self.cores} core"
-                f"{'s' if self.cores > 1 else ''} here, {self.others:.1f} kept busy by other processes, {self.how}; "
-                f"{THREADS_ENV}=N overrides)")
+                f"{'s' if self.cores > 1 else ''} here{f' with OMP_NUM_THREADS={omp}' if omp else ''}, {self.others:.1f} "
+                f"kept busy by other processes, {self.how}; {THREADS_ENV}=N overrides)")
 
     def warning(self) -> str | None:
         if not self.busy:
