@@ -116,3 +116,13 @@ def test_notebook_setup_sets_and_prints_the_count(monkeypatch, capsys):
 def test_ci_runs_at_two_threads():
     with open(os.path.join(ROOT, "scripts", "test.sh")) as f:
         assert 'export FTCOURSE_THREADS="${FTCOURSE_THREADS:-2}"' in f.read()
+
+
+def test_torchs_own_count_caps_the_cores(machine, monkeypatch):
+    # torch's default (the physical cores, or OMP_NUM_THREADS) is an upper bound: more threads never helped
+    machine(2, 0.0)
+    monkeypatch.setattr(ftnb, "_torch_default_threads", [1])
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    choice = ftnb.choose_threads()
+    assert (choice.threads, choice.cores, choice.busy) == (1, 1, False)
+    assert "1 core here with OMP_NUM_THREADS=1" in choice.line()
