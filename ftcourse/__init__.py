@@ -25,6 +25,8 @@ experiments (``ftcourse.course``'s docstring lists its modules): ``recipes`` (a 
 ``runner`` (``build_training``, ``fine_tune``), ``declarations`` (what each notebook runs), ``bank``
 (the seed bank: each declared run computed once and stored),
 ``profiles``, ``data``, ``pretrained`` (the offline MiniLM), ``reports``, ``combined``,
-``notebook``, ``estimate`` and ``cli`` (``python -m ftcourse info | run | get-data | estimate``).
+``notebook`` (first and last cells, the thread count), ``estimate``, ``preflight`` (what ``run`` and
+``estimate`` check first), ``copying`` (``python -m ftcourse copy``) and ``cli``
+(``python -m ftcourse info | run | get-data | estimate | copy | bank``).
 """
 __version__ = "0.1.0"

@@ -1,6 +1,7 @@
 """Gradient accumulation done right.
 
 Copy alone.
+Into one package folder: ``python -m ftcourse copy accumulation --into mypkg/``.
 
 Reference: the loss of one optimizer step must be the loss of the whole accumulation window,
 i.e. the per-item losses summed over all micro-batches of the window and divided by the number of

@@ -1,6 +1,7 @@
 """Mixed precision with ``torch.amp`` (never the deprecated ``torch.cuda.amp``).
 
 Copy alone.
+Into one package folder: ``python -m ftcourse copy amp --into mypkg/``.
 
 Modes: ``None``/``"fp32"`` (full precision), ``"fp16"`` (CUDA: fp16 autocast with a
 ``GradScaler``, because fp16's smallest normal number is 6e-5 and small gradients underflow

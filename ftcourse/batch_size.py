@@ -1,6 +1,7 @@
 """Find the largest micro-batch that fits, then reach the effective batch you want by accumulation.
 
 Copy with: memory.py.
+Into one package folder: ``python -m ftcourse copy batch_size --into mypkg/``.
 
 Why not a formula. The seed article sets a "dynamic batch size" from a formula instead of a
 measurement. No such closed form is meaningful: the memory of a training step is the weights,

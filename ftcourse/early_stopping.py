@@ -1,6 +1,7 @@
 """Early stopping with restoration of the best weights.
 
 Copy alone.
+Into one package folder: ``python -m ftcourse copy early_stopping --into mypkg/``.
 
 Reference: Prechelt, "Early Stopping -- But When?" (1998), the "stop after ``patience``
 evaluations without progress" rule; the same rule as Keras/Lightning ``EarlyStopping`` and HF

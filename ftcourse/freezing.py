@@ -1,6 +1,7 @@
 """Freezing layers: what is trained, what reaches the optimizer, and gradual unfreezing.
 
 Copy with: models.py, param_groups.py.
+Into one package folder: ``python -m ftcourse copy freezing --into mypkg/``.
 
 Freezing the embeddings and the bottom ``n`` transformer blocks means: those parameters get
 ``requires_grad=False`` (autograd computes no gradient for them, and no backward pass at all below

@@ -1,6 +1,7 @@
 """Layer-wise learning-rate decay (LLRD) and its grouped variant, as optimizer parameter groups.
 
 Copy with: models.py, param_groups.py.
+Into one package folder: ``python -m ftcourse copy llrd --into mypkg/``.
 
 References: Howard & Ruder 2018 (ULMFiT, "discriminative fine-tuning", arXiv:1801.06146); Sun et al.
 2019 (How to Fine-Tune BERT for Text Classification?, arXiv:1905.05583); Zhang et al. 2021

@@ -1,6 +1,7 @@
 """LR range test (Smith 2015): sweep the lr upward over a short run and read the peak lr off the loss.
 
 Copy alone.
+Into one package folder: ``python -m ftcourse copy lr_finder --into mypkg/``.
 
 Reference: L. N. Smith, "Cyclical Learning Rates for Training Neural Networks" (arXiv:1506.01186,
 2015; WACV 2017), section 3.3 "How can one estimate reasonable minimum and maximum boundary

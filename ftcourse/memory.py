@@ -1,6 +1,7 @@
 """Peak memory of a block of code, in MiB: CUDA's peak allocation, or what a block added to a CPU process.
 
 Copy alone.
+Into one package folder: ``python -m ftcourse copy memory --into mypkg/``.
 
 CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` (what PyTorch itself
 allocated, the tensors held from before the block included; the caching allocator may reserve more).

@@ -1,6 +1,7 @@
 """Finding a model's parts: the one map of each model family's blocks.
 
 Copy alone.
+Into one package folder: ``python -m ftcourse copy models --into mypkg/``.
 
 Freezing, layer-wise LR decay and re-initialisation all need the same knowledge of a model: the
 stack of transformer blocks, bottom first (:func:`encoder_layers`), the embedding module

@@ -1,6 +1,7 @@
 """Which parameters get weight decay.
 
 Copy alone.
+Into one package folder: ``python -m ftcourse copy param_groups --into mypkg/``.
 
 Convention of BERT and of transformers' ``Trainer``: biases and normalisation weights (LayerNorm,
 RMSNorm: one-dimensional tensors) are not decayed; matrices (Linear, Embedding weights) are.

@@ -1,6 +1,7 @@
 """Re-initialising the top encoder layers (and the pooler) of a pretrained model.
 
 Copy with: models.py.
+Into one package folder: ``python -m ftcourse copy reinit --into mypkg/``.
 
 Reference: Zhang et al. 2021, Revisiting Few-sample BERT Fine-tuning (arXiv:2006.05987), section 6:
 re-initialise the pooler and the top L blocks with BERT's original scheme -- Linear and Embedding

@@ -1,6 +1,7 @@
 """Learning-rate schedules: pure functions of the step, wrapped in ``LambdaLR``.
 
 Copy alone.
+Into one package folder: ``python -m ftcourse copy schedules --into mypkg/``.
 
 Each schedule is a module-level function ``f(step, **params) -> multiplier``. :func:`get_schedule`
 binds its parameters with ``functools.partial`` and wraps it in

@@ -1,6 +1,7 @@
 """Comparing fine-tuning configurations over seeds: verdicts a learner cannot misread.
 
 Copy alone.
+Into one package folder: ``python -m ftcourse copy stats --into mypkg/``.
 
 Every notebook compares configurations ("baseline" vs "+ LLRD") over a handful of random seeds.
 Each run gives a test accuracy and, optionally, its per-example correctness on the shared test set

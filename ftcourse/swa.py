@@ -1,6 +1,7 @@
 """Stochastic weight averaging (SWA) and its EMA variant, as a callback of ``ftcourse.train.train``.
 
 Copy alone.
+Into one package folder: ``python -m ftcourse copy swa --into mypkg/``.
 
 Reference: Izmailov, Podoprikhin, Garipov, Vetrov, Wilson, "Averaging Weights Leads to Wider
 Optima and Better Generalization" (UAI 2018, arXiv:1803.05407). Train with the normal schedule for

@@ -112,18 +112,32 @@ def use_deterministic_algorithms(enabled: bool = True) -> None:
 
 
 def pick_device(device: str | torch.device | None = None, verbose: bool = True) -> torch.device:
-    """``device`` if given, else cuda, then mps, then cpu."""
+    """``device`` if given, else ``FTCOURSE_DEVICE`` (``cpu``, ``cuda`` or ``mps``) if set, else cuda, else cpu.
+
+    MPS (Apple GPUs) is used only when asked for (``FTCOURSE_DEVICE=mps``): the course and its tests run on
+    CPU and CUDA only (bit-identical CPU reruns, CUDA's deterministic kernels, ``PeakMemory``), so a Mac runs
+    on its CPU, where the course's numbers were measured, unless told otherwise."""
     if device is None:
-        if torch.cuda.is_available():
-            device = "cuda"
-        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            device = "mps"
+        wanted = os.environ.get("FTCOURSE_DEVICE", "").strip()
+        if wanted:
+            if wanted not in ("cpu", "cuda", "mps"):
+                raise ValueError(f"FTCOURSE_DEVICE must be one of cpu, cuda, mps (or unset: cuda if available, "
+                                 f"else cpu), got {wanted!r}")
+            available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                         "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+            if not available[wanted]:
+                raise ValueError(f"FTCOURSE_DEVICE={wanted}, but torch finds no {wanted} device here: "
+                                 "unset FTCOURSE_DEVICE or set it to cpu")
+            device = wanted
         else:
-            device = "cpu"
+            device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
     if verbose:
         extra = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else ""
-        print(f"device: {device}{extra}")
+        mps_unused = (device.type == "cpu" and not os.environ.get("FTCOURSE_DEVICE")
+                      and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available())
+        print(f"device: {device}{extra}" + ("; an Apple GPU (mps) is there but untested with the course: "
+                                            "FTCOURSE_DEVICE=mps uses it" if mps_unused else ""))
     return device
 
 

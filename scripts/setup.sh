@@ -4,7 +4,8 @@
 # without torch downloads a multi-GB CUDA build, which a CPU-only laptop does not need.
 #   FTCOURSE_VENV         where the environment lives (default: .venv)
 #   TORCH_SPEC            the torch requirement (default: torch==2.13.0)
-#   TORCH_INDEX           an index for torch, e.g. https://download.pytorch.org/whl/cpu for the small CPU build
+#   TORCH_INDEX           an index for torch (default: chosen by scripts/torch_index.sh: without an NVIDIA GPU on
+#                         Linux, https://download.pytorch.org/whl/cpu for the small CPU build if it answers, else PyPI)
 #   FTCOURSE_EXTRAS       extras to install (default: dev,offline)
 #   FTCOURSE_CONSTRAINTS  a pip constraints file (default: constraints.txt, the tested versions; empty: none)
 set -euo pipefail
@@ -22,9 +23,12 @@ fi
 echo "== setup: upgrading pip"
 python -m pip install -q --upgrade pip
 if ! python -c "import torch" 2>/dev/null; then
-  echo "== setup: installing ${TORCH_SPEC:-torch==2.13.0} first${TORCH_INDEX:+ from $TORCH_INDEX}"
-  if [ -n "${TORCH_INDEX:-}" ]; then
-    python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}" --index-url "$TORCH_INDEX"
+  # shellcheck source=scripts/torch_index.sh
+  . scripts/torch_index.sh
+  choose_torch_index
+  echo "== setup: installing ${TORCH_SPEC:-torch==2.13.0} first from ${torch_index:-PyPI}: $torch_index_why"
+  if [ -n "$torch_index" ]; then
+    python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}" --index-url "$torch_index"
   else
     python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
   fi

@@ -6,8 +6,10 @@ there only. From them this script writes, in each of notebooks/[0-9][0-9]_*.ipyn
 * the Open-in-Colab badge (second line of the first cell), pointing at the notebook of the release
   tag ``v<version>``, and the paragraph that says how to choose a profile on Colab;
 * the install block at the top of the setup cell (second cell): on Colab only, ``%pip install``
-  of ``ftcourse[offline]`` from the repository at tag ``v<version>`` (``%pip`` shows pip's errors,
-  unlike a ``subprocess`` call), then a check that says whether the runtime must restart;
+  of ``ftcourse[offline]`` from the repository at tag ``v<version>`` with the tested versions (that
+  tag's ``constraints.txt`` without its torch pin: Colab's torch stays), then a check that says
+  whether the runtime must restart; when the tag or the repository cannot be reached, one line says
+  so and gives the alternative (install from ``main``, or a wheel) instead of pip's traceback;
 * the footer as the last cell;
 * the notebook metadata: kernelspec (so JupyterLab does not mark the notebook modified when it
   opens it) and Colab's GPU runtime request (accelerator GPU, T4);
@@ -70,14 +72,39 @@ def badge(repo: str, version: str, name: str) -> str:
             f"({badge_url(repo, version, name)})")
 
 
+CONSTRAINTS_PATH = "/tmp/ftcourse-constraints.txt"
+
+
+def raw_url(repo: str, version: str, path: str) -> str:
+    """The raw file at the release tag (GitHub's raw host)."""
+    return f"https://raw.githubusercontent.com/{repo.split('github.com/', 1)[1]}/v{version}/{path}"
+
+
 def install_block(repo: str, version: str) -> str:
+    """Colab only: the release ``v<version>`` with the versions it was tested with (its tag's constraints.txt, less
+    the torch pin: Colab's torch is built for its GPU and CUDA), then whether the runtime must restart. The tag's
+    constraints are fetched first, which also checks that the tag and the repository can be reached: when they
+    cannot, one line says so and what to do instead, rather than pip's traceback."""
+    tag, spec = f"v{version}", f"ftcourse[offline] @ git+{repo}"
     return (
         f"{BEGIN}\n"
         "import sys\n\n"
-        "if \"google.colab\" in sys.modules:  # Colab: the course's pinned release; pip's errors show here\n"
-        f"    %pip install -q \"ftcourse[offline] @ git+{repo}@v{version}\"\n"
-        "    from ftcourse.course.notebook import restart_if_upgraded\n\n"
-        "    restart_if_upgraded()  # says so if an upgraded torch/transformers needs a runtime restart\n"
+        "if \"google.colab\" in sys.modules:  # Colab: this release with its tested versions; torch stays Colab's\n"
+        "    import importlib.util, urllib.request\n\n"
+        "    try:\n"
+        f"        pins = urllib.request.urlopen(\"{raw_url(repo, version, 'constraints.txt')}\", timeout=30).read().decode()\n"
+        "    except OSError as err:  # no such tag (HTTP 404), or GitHub unreachable\n"
+        f"        problem = (f\"ftcourse {tag} cannot be fetched from {repo} ({{err}}); instead install from main: \"\n"
+        f"                   \"%pip install '{spec}@main', or upload a wheel and %pip install it\")\n"
+        "        if importlib.util.find_spec(\"ftcourse\") is None:\n"
+        "            raise SystemExit(problem) from None  # one line, and the notebook stops here\n"
+        "        print(problem + \"; using the ftcourse already installed\")\n"
+        "    else:\n"
+        f"        with open(\"{CONSTRAINTS_PATH}\", \"w\") as f:\n"
+        "            f.write(\"\".join(line for line in pins.splitlines(True) if not line.startswith(\"torch==\")))\n"
+        f"        %pip install -q -c {CONSTRAINTS_PATH} \"{spec}@{tag}\"\n"
+        "        from ftcourse.course.notebook import restart_if_upgraded\n\n"
+        "        restart_if_upgraded()  # says so if an upgraded package needs a runtime restart\n"
         f"{END}"
     )
 
@@ -145,8 +172,20 @@ def sync_notebook(path: Path, repo: str, version: str) -> list[str]:
             nb.metadata[key] = value
             changes.append(f"metadata {key}")
     if changes:
-        nbformat.write(nb, path)
+        write_notebook(nb, path)
     return changes
+
+
+def write_notebook(nb, path: Path) -> None:
+    """``nbformat.write``, but with the keys in the order the file had them: nbformat sorts them, which would rewrite
+    the outputs of every notebook saved otherwise, and a sync must change only what it syncs."""
+    import copy
+    import json
+
+    from nbformat.v4.rwbase import split_lines
+
+    nbformat.validate(nb)
+    path.write_text(json.dumps(split_lines(copy.deepcopy(nb)), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def readme_table(repo: str, version: str, notebooks: list[Path]) -> str:

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Install, then run the whole test suite: unit tests, then every notebook under nbval in the ci
-# profile. This is the command .ci/run calls. Offline: set FTCOURSE_DATA_DIR (README).
+# profile. This is the command .ci/run calls. Offline: set FTCOURSE_DATA_DIR (docs/data.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# CI's machine has 2 cores: torch runs 2 threads there whatever the load at the moment, so that its timings and
+# the notebooks' CPU results stay comparable from run to run (ftcourse.course.notebook.choose_threads).
+export FTCOURSE_THREADS="${FTCOURSE_THREADS:-2}"
 t0=$SECONDS
 bash scripts/setup.sh
 # shellcheck disable=SC1091
@@ -21,7 +24,7 @@ echo "== unit tests: $((t2 - t1)) s"
 echo "== bank: canaries of every complete notebook's bank"
 timeout 600 python -m ftcourse bank verify --complete
 t2=$SECONDS
-# The estimate right before the run it predicts, then predicted against measured (README, "Estimates").
+# The estimate right before the run it predicts, then predicted against measured (docs/estimates.md).
 times_dir=$(mktemp -d)
 echo "== estimate (ci profile): measuring this machine"
 python -m ftcourse estimate --profile ci --save "$times_dir/estimate-ci.json"

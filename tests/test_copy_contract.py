@@ -63,6 +63,18 @@ def test_imports_are_exactly_the_copy_line(module):
     assert not {i for i in imports if i.startswith("course")}, f"{module}.py imports the course harness"
 
 
+# train.py's docstring belongs to the loop's branch: it gets the line there
+PACKAGE_FOLDER_LINE_PENDING = {"train"}
+
+
+@pytest.mark.parametrize("module", sorted(set(TECHNIQUE) - PACKAGE_FOLDER_LINE_PENDING))
+def test_the_copy_line_is_followed_by_the_copy_command(module):
+    # one wording everywhere: the files go into one package folder, and `ftcourse copy` puts them there
+    doc = ast.get_docstring(ast.parse((PACKAGE / f"{module}.py").read_text())).splitlines()
+    at = next(i for i, line in enumerate(doc) if line.startswith("Copy "))
+    assert doc[at + 1] == f"Into one package folder: ``python -m ftcourse copy {module} --into mypkg/``."
+
+
 def test_models_copies_only_the_map_of_model_parts():
     # loading the offline MiniLM and the hub's logging toggles are the course's business (ftcourse.course.pretrained)
     source = (PACKAGE / "models.py").read_text()
@@ -115,5 +127,6 @@ def test_package_docstring_and_readme_show_both_layers():
             assert f"``{module}``" in doc, module
     for module in HARNESS:
         assert f"``{module}``" in doc, module
-    readme = (PACKAGE.parent / "README.md").read_text()
-    assert "files to copy" in readme
+    package_doc = (PACKAGE.parent / "docs" / "package.md").read_text()  # README links it: "Copying a helper"
+    assert "files to copy" in package_doc
+    assert "python -m ftcourse copy" in (PACKAGE.parent / "README.md").read_text()

@@ -82,7 +82,7 @@ def test_hub_stand_in_gives_identical_splits(shared_data_dir, monkeypatch):
 
 def test_get_data_writes_files_that_load_as_the_hub(tmp_path, monkeypatch):
     rows = {s: {"sentence": [f"{s} {i}" for i in range(3)], "label": [0, 1, 1]} for s in ftdata.SPLITS}
-    monkeypatch.setattr(ftdata, "_load_hub", lambda: rows)
+    monkeypatch.setattr(ftdata, "_load_hub", lambda *fix: rows)
     written = ftdata.get_data(tmp_path / "data")
     assert written == {"train": 3, "validation": 3, "test": 3}
     loaded = ftdata.load_sst2(tmp_path / "data")

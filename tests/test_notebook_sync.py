@@ -149,3 +149,144 @@ def test_every_rebuilt_notebook_has_a_solutions_notebook():
         if any("lesson" in c.metadata.get("tags", []) for c in nbformat.read(path, as_version=4).cells):
             solutions = ROOT / "solutions" / f"{path.stem}_solutions.ipynb"
             assert solutions.is_file(), f"{path.name} is rebuilt lesson-first but has no {solutions.relative_to(ROOT)}"
+
+
+def _install_block() -> str:
+    """The generated install block of notebook 01, as IPython would run it (``%pip`` as a call)."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    source = nbformat.read(ROOT / "notebooks" / "01_baseline.ipynb", as_version=4).cells[1].source
+    block = source[:source.index("# --- end of install ---")]
+    return TransformerManager().transform_cell(block)
+
+
+class _FakeIPython:
+    def __init__(self):
+        self.magics = []
+
+    def run_line_magic(self, name, line):
+        self.magics.append((name, line))
+
+
+def _colab(monkeypatch, fetch):
+    """Run the install block as on Colab; ``fetch(url)`` plays GitHub. Returns the %pip calls made."""
+    import urllib.request
+
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: fetch(url))
+    ipython = _FakeIPython()
+    exec(_install_block(), {"get_ipython": lambda: ipython})
+    return ipython.magics
+
+
+def test_colab_installs_the_release_with_its_tested_versions_and_colabs_torch(monkeypatch):
+    import io
+
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    tag, repo = f"v{meta['version']}", meta["urls"]["Repository"]
+    fetched = []
+
+    def github(url):
+        fetched.append(url)
+        return io.BytesIO((ROOT / "constraints.txt").read_bytes())
+
+    magics = _colab(monkeypatch, github)
+    assert fetched == [f"https://raw.githubusercontent.com/ftcourse/ftcourse/{tag}/constraints.txt"]
+    assert magics == [("pip", f'install -q -c /tmp/ftcourse-constraints.txt "ftcourse[offline] @ git+{repo}@{tag}"')]
+    pins = open("/tmp/ftcourse-constraints.txt").read()
+    assert "transformers==" in pins and "datasets==" in pins  # the tested versions ...
+    assert "torch==" not in pins  # ... except torch: Colab's is built for its GPU
+
+
+def test_colab_without_the_tag_says_so_in_one_line_instead_of_pips_traceback(monkeypatch, capsys):
+    import importlib.util
+    import urllib.error
+
+    def missing_tag(url):
+        raise urllib.error.HTTPError(url, 404, "Not Found", None, None)
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ftcourse" else real_find_spec(name, *a))
+    with pytest.raises(SystemExit) as stop:
+        _colab(monkeypatch, missing_tag)
+    message = str(stop.value)
+    assert "\n" not in message and "cannot be fetched from https://github.com/ftcourse/ftcourse (HTTP Error 404" in message
+    assert "git+https://github.com/ftcourse/ftcourse@main" in message and "wheel" in message
+    monkeypatch.setattr(importlib.util, "find_spec", real_find_spec)  # installed before: say so, then go on
+    assert _colab(monkeypatch, missing_tag) == []
+    out = capsys.readouterr().out.strip()
+    assert out.count("\n") == 0 and out.endswith("; using the ftcourse already installed")
+
+
+def test_release_check_fails_while_the_notebooks_point_at_a_missing_tag(tmp_path):
+    import shutil
+
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    (repo / "notebooks").mkdir()
+    shutil.copy(ROOT / "scripts" / "release_check.sh", repo / "scripts" / "release_check.sh")
+    (repo / "pyproject.toml").write_text('[project]\nname = "ftcourse"\nversion = "9.8.7"\n')
+    (repo / "notebooks" / "01_demo.ipynb").write_text('{"source": "%pip install \\"ftcourse @ git+https://x/y@v9.8.7\\""}\n')
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false", "-C", str(repo)]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "release"], check=True)
+
+    def check():
+        return subprocess.run(["bash", str(repo / "scripts" / "release_check.sh")], capture_output=True, text=True)
+
+    done = check()
+    assert done.returncode == 1 and "1 notebooks point at v9.8.7" in done.stderr and "git has no tag v9.8.7" in done.stderr
+    subprocess.run([*git, "tag", "v9.8.7"], check=True)
+    done = check()
+    assert done.returncode == 0 and "v9.8.7 exists" in done.stdout
+    (repo / "pyproject.toml").write_text('[project]\nversion = "9.9.0"\n')  # bumped, notebooks not synced
+    done = check()
+    assert done.returncode == 1 and "no notebook points at v9.9.0" in done.stderr
+
+
+def _evidence_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("evidence_under_test", ROOT / "scripts" / "evidence.py")
+    evidence = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evidence)
+    return evidence
+
+
+def _notebook_with_table(path, header: str) -> None:
+    rule = "|" + "---|" * (header.count("|") - 1)
+    table = f"{header}\n{rule}\n| c | s | e | better | {path.stem} |\n"
+    output = nbformat.v4.new_output("execute_result", data={"text/markdown": table, "text/plain": "table"}, execution_count=1)
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("table", outputs=[output])]), path)
+
+
+def test_evidence_check_fails_when_a_claims_table_would_be_skipped_for_its_shape(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    evidence = _evidence_module()
+    notebooks = tmp_path / "notebooks"
+    shutil.copytree(ROOT / "notebooks", notebooks)
+    monkeypatch.setattr(evidence, "NOTEBOOKS", notebooks)
+    assert evidence.shape_problems() == []  # the committed notebooks: nothing skipped unannounced
+    _notebook_with_table(notebooks / "12_new.ipynb", "| claim | source | effect (95% CI) | verdict | notebook |")
+    assert evidence.main(["--check"]) == 1
+    err = capsys.readouterr().err
+    assert "12_new.ipynb: shows a claims table whose header is '| claim | source | effect (95% CI) | verdict" in err
+    assert "the ledger would skip it" in err
+    assert evidence.main([]) == 1  # nor does the writing mode skip it
+    assert "12_new.ipynb" in capsys.readouterr().err
+
+
+def test_evidence_awaiting_rebuild_cannot_go_stale(tmp_path, monkeypatch):
+    evidence = _evidence_module()
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    monkeypatch.setattr(evidence, "NOTEBOOKS", notebooks)
+    monkeypatch.setattr(evidence, "AWAITING_REBUILD", ("02_rebuilt",))
+    _notebook_with_table(notebooks / "02_rebuilt.ipynb", evidence.HEADER)  # re-executed: now the current shape
+    assert evidence.shape_problems() == [
+        "02_rebuilt.ipynb: is in AWAITING_REBUILD (scripts/evidence.py) but shows a claims table of the current shape: "
+        "remove it from the list"]
+    section = evidence.section()
+    assert "| c | s | e | better | 02_rebuilt |" in section

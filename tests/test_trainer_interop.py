@@ -32,7 +32,7 @@ from ftcourse.reinit import reinit_top_layers  # noqa: E402
 from ftcourse.schedules import get_schedule, lr_trace  # noqa: E402
 from ftcourse.train import train  # noqa: E402
 
-# course technique -> (ftcourse, TrainingArguments / Trainer). Mirrored in README.md.
+# course technique -> (ftcourse, TrainingArguments / Trainer). Mirrored in docs/package.md.
 TRAINER_EQUIVALENTS = {
     "gradient accumulation": ("train(accumulation_steps=k)", dict(gradient_accumulation_steps=2)),
     "mixed precision (bf16)": ("train(precision='bf16')", dict(bf16=True)),

@@ -11,8 +11,10 @@ Not copied into your projects (the technique modules one level up are). Its modu
   ``pretrained``: the offline MiniLM (or any hub model);
 * ``reports``: summaries, figures and claims tables; ``combined``: notebook 11's pieces and
   ``BestOfCallback``;
-* ``notebook``: the first and last cells; ``estimate``: predicted minutes per notebook;
-  ``cli``: ``python -m ftcourse info | run | get-data | estimate``.
+* ``notebook``: the first and last cells, and torch's thread count (``choose_threads``);
+  ``estimate``: predicted minutes per notebook; ``preflight``: what ``run`` and ``estimate`` check
+  before they start; ``copying``: a technique module into a package folder of yours;
+  ``cli``: ``python -m ftcourse info | run | get-data | estimate | copy | bank``.
 
 ``Recipe``, ``build_training``, ``fine_tune`` and ``baseline_recipe`` import from here.
 """

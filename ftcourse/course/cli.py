@@ -1,11 +1,13 @@
-"""``python -m ftcourse`` (or ``ftcourse``): ``info``, ``run``, ``estimate``, ``get-data`` and ``bank``.
+"""``python -m ftcourse`` (or ``ftcourse``): ``info``, ``run``, ``estimate``, ``get-data``, ``copy`` and ``bank``.
 
 Course harness (not a technique module).
 
 ``info`` says what the course will use (versions, device, profile, data, offline model) and how to
 fix what is missing. ``run`` executes the notebooks headless, in order, and writes the executed
 notebooks and ``results/summary.md``. ``bank build | status | verify`` builds, lists and reruns the
-stored runs of the seed bank (``ftcourse.course.bank``).
+stored runs of the seed bank (``ftcourse.course.bank``). ``run`` and ``estimate`` first check profile,
+notebooks, data, device and model (``ftcourse.course.preflight``): a problem is one line and exit code 2.
+``copy`` puts a technique module into a package folder of yours (``ftcourse.course.copying``).
 """
 from __future__ import annotations
 
@@ -68,11 +70,19 @@ def _info() -> int:
 
 
 def _get_data(directory: str) -> int:
-    from .data import EXPECTED_ROWS, get_data
+    from .data import EXPECTED_ROWS, GET_DATA_FIX, HUB_DATASET, HUB_TEST_DATASET, get_data, hub_offline
 
     try:
         written = get_data(directory)
-    except (RuntimeError, OSError, ValueError) as err:
+    except RuntimeError as err:
+        offline = hub_offline()
+        if offline:  # the usual case, and a setting, not a failure: one line, the exit code of a usage error
+            print(f"ftcourse get-data: needs the hub, and {offline} forbids it (the local Hugging Face cache does "
+                  f"not hold {HUB_DATASET} and {HUB_TEST_DATASET} either). {GET_DATA_FIX}", file=sys.stderr)
+            return 2
+        print(f"ftcourse get-data: {err}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as err:
         print(f"ftcourse get-data: {err}", file=sys.stderr)
         return 1
     for split, n in written.items():
@@ -222,15 +232,29 @@ def _run(args) -> int:
 
     from .. import __version__
     from .notebook import machine_description
-    from .profiles import get_profile
+    from .preflight import PreflightError, check
 
-    profile = get_profile(args.profile)
     notebook_dir = Path(args.notebook_dir) if args.notebook_dir else Path("notebooks") if Path("notebooks").is_dir() else REPO_NOTEBOOKS
-    notebooks = _select_notebooks(notebook_dir, args.notebooks)
-    if not notebooks:
-        print(f"ftcourse run: no notebooks in {notebook_dir}", file=sys.stderr)
+
+    def select() -> list[Path]:
+        found = _select_notebooks(notebook_dir, args.notebooks)
+        if not found:
+            raise SystemExit(f"ftcourse run: no notebooks in {notebook_dir}")
+        return found
+
+    try:
+        profile, lines, threads = check(args.profile, select)
+    except PreflightError as err:
+        print(f"ftcourse run: {err}", file=sys.stderr)
         return 2
+    notebooks = select()
     results_dir = _writable_results_dir(Path(args.results_dir))
+    print("pre-flight: " + "; ".join(lines))
+    # The kernels do the training: each notebook's notebook_setup() chooses again when it starts, since the
+    # load can change over a course of an hour or more.
+    print(threads.line() + "; each notebook chooses again when it starts")
+    if threads.warning():
+        print(threads.warning(), file=sys.stderr)
     # a set: "01_x.claims.md" matches both patterns
     for stale in set(results_dir.glob("*.claims.md")) | set(results_dir.glob("[0-9][0-9]_*.md")):
         if any(stale.name.startswith(p.stem) for p in notebooks):
@@ -327,6 +351,18 @@ def _bank(args) -> int:
     return 1 if failed else 0
 
 
+def _copy(args) -> int:
+    from .copying import CopyError, copy_module, report
+
+    try:
+        result = copy_module(args.module, args.into, force=args.force)
+    except CopyError as err:
+        print(f"ftcourse copy: {err}", file=sys.stderr)
+        return 2
+    print(report(result))
+    return 0
+
+
 def main(argv=None) -> int:
     from .profiles import PROFILE_NAMES
 
@@ -351,6 +387,10 @@ def main(argv=None) -> int:
     run.add_argument("--results-dir", default="results", help="where executed notebooks and summary.md go")
     run.add_argument("--notebook-dir", default=None, help="folder of the notebooks (default: ./notebooks)")
     run.add_argument("--inplace", action="store_true", help="overwrite the notebooks themselves (maintainers: commit executed notebooks)")
+    copy = sub.add_parser("copy", help="copy a technique module, with the files its copy line names, into a package folder")
+    copy.add_argument("module", help="a technique module: llrd, train, stats, ... or optim/adam, optim/lamb, ...")
+    copy.add_argument("--into", required=True, metavar="FOLDER", help="the package folder (made, with __init__.py, if missing)")
+    copy.add_argument("--force", action="store_true", help="overwrite files in FOLDER that have other contents")
     bank = sub.add_parser("bank", help="the seed bank: build, status, verify (ftcourse/course/bank.py, bank/README.md)")
     bank_sub = bank.add_subparsers(dest="bank_command", required=True)
     build = bank_sub.add_parser("build", help="run a notebook's declared runs that the bank does not hold, and store them")
@@ -369,6 +409,8 @@ def main(argv=None) -> int:
         return _bank(args)
     if args.command == "info":
         return _info()
+    if args.command == "copy":
+        return _copy(args)
     if args.command == "get-data":
         return _get_data(args.directory)
     if args.command == "estimate":

@@ -126,7 +126,25 @@ def _check_hub_rows(split: str, sentences, labels) -> None:
                              f"got {sentence!r} and {label!r}")
 
 
-def _load_hub():
+LOAD_FIX = (f"Fix: set FTCOURSE_DATA_DIR (or pass data_dir=...) to a folder holding sst2/{', sst2/'.join(FILES)}, "
+            "or connect to the internet.")
+# get-data is how that folder is made, so pointing it at FTCOURSE_DATA_DIR would go in a circle
+GET_DATA_FIX = ("get-data downloads from the hub: run `python -m ftcourse get-data DIR` on a machine with internet "
+                "access and copy DIR/sst2/ (three .jsonl files, 5.6 MB) here, or copy that machine's Hugging Face "
+                "cache (~/.cache/huggingface) here.")
+
+
+def hub_offline() -> str | None:
+    """The setting that forbids the hub (``"HF_HUB_OFFLINE=1"``; also ``HF_DATASETS_OFFLINE``, and the values
+    true, yes and on, as huggingface_hub reads them), or None when the hub may be used."""
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        value = os.environ.get(name, "").strip()
+        if value.lower() in ("1", "true", "yes", "on"):
+            return f"{name}={value}"
+    return None
+
+
+def _load_hub(fix: str = LOAD_FIX):
     import datasets
 
     try:
@@ -135,8 +153,7 @@ def _load_hub():
     except Exception as err:  # offline, no cache: say exactly what to do
         raise RuntimeError(
             f"SST-2 could not be loaded: no data folder was given and the hub datasets {HUB_DATASET!r} / "
-            f"{HUB_TEST_DATASET!r} are not reachable ({type(err).__name__}: {err}). Fix: set FTCOURSE_DATA_DIR "
-            f"(or pass data_dir=...) to a folder holding sst2/{', sst2/'.join(FILES)}, or connect to the internet."
+            f"{HUB_TEST_DATASET!r} are not reachable ({type(err).__name__}: {err}). {fix}"
         ) from err
     columns = {
         "train": (raw["train"]["sentence"], raw["train"]["label"]),
@@ -186,9 +203,10 @@ def write_jsonl(rows: dict[str, list], path: str | os.PathLike) -> int:
 def get_data(directory: str | os.PathLike) -> dict[str, int]:
     """Download SST-2 from the hub and write ``DIRECTORY/sst2/{train,validation,test}.jsonl`` for
     offline use (``FTCOURSE_DATA_DIR=DIRECTORY``); return the rows written per split. Every row is
-    validated as it would be on load."""
+    validated as it would be on load. Offline (``HF_HUB_OFFLINE=1``) it still reads the local hub cache, and
+    when that lacks the datasets its RuntimeError says how to get the files from another machine."""
     folder = Path(directory).expanduser().resolve() / "sst2"
-    columns = _load_hub()
+    columns = _load_hub(GET_DATA_FIX)
     written = {split: write_jsonl(columns[split], folder / f"{split}.jsonl") for split in SPLITS}
     for split in SPLITS:
         read_jsonl(folder / f"{split}.jsonl")  # the files read back as the course reads them

@@ -180,7 +180,7 @@ def compare(saved_path, measured_source):
 
 
 def markdown(frame) -> str:
-    """The comparison as the markdown table README shows, with a total row."""
+    """The comparison as the markdown table docs/estimates.md shows, with a total row."""
     lines = ["| notebook | runs | predicted (min) | measured (min) | error |", "|---|---|---|---|---|"]
     for name, r in frame.iterrows():
         lines.append(f"| {name} | {int(r['runs'])} | {r['predicted (min)']:.1f} | {r['measured (min)']:.1f} | {r['error']:+.0%} |")
@@ -190,8 +190,8 @@ def markdown(frame) -> str:
 
 
 def main(profile_name: str | None = None, save_path=None, compare_path=None, measured=None) -> int:
-    from .notebook import machine_description
-    from .profiles import get_profile
+    from .notebook import machine_description, set_threads
+    from .preflight import PreflightError, check
 
     if compare_path is not None or measured is not None:
         if compare_path is None or measured is None:
@@ -210,7 +210,12 @@ def main(profile_name: str | None = None, save_path=None, compare_path=None, mea
         print(f"errors from {frame['error'].min():+.0%} to {frame['error'].max():+.0%}; {within} of {len(frame)} "
               "notebooks within ±30%")
         return 0
-    profile = get_profile(profile_name)
+    try:
+        profile, lines, threads = check(profile_name)
+    except PreflightError as err:
+        print(f"ftcourse estimate: {err}", file=sys.stderr)
+        return 2
+    set_threads(threads)  # the thread count the notebooks would choose now, so the prediction is for it
     print(f"profile {profile.name}; {machine_description()}")
     start = time.perf_counter()
     throughput = measure(profile)

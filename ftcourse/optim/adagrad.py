@@ -1,6 +1,7 @@
 """Adagrad (per-coordinate learning rates from the sum of squared gradients), written from the update rule.
 
 Copy alone.
+Into one package folder: ``python -m ftcourse copy optim/adagrad --into mypkg/``.
 This file imports only torch and the standard library: copied by itself into another project it
 works unchanged.
 """

@@ -1,6 +1,7 @@
 """Adam and AdamW (and BERT's Adam without bias correction), written from the update rules.
 
 Copy alone.
+Into one package folder: ``python -m ftcourse copy optim/adam --into mypkg/``.
 This file imports only torch and the standard library: copied by itself into another project it
 works unchanged.
 """

@@ -1,6 +1,7 @@
 """LAMB (layer-wise adaptive moments for batch training), written from the update rule.
 
 Copy alone.
+Into one package folder: ``python -m ftcourse copy optim/lamb --into mypkg/``.
 This file imports only torch and the standard library: copied by itself into another project it
 works unchanged.
 """

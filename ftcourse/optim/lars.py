@@ -1,6 +1,7 @@
 """LARS (layer-wise adaptive rate scaling) on top of SGD with momentum, written from the update rule.
 
 Copy alone.
+Into one package folder: ``python -m ftcourse copy optim/lars --into mypkg/``.
 This file imports only torch and the standard library: copied by itself into another project it
 works unchanged.
 """
