@@ -1,6 +1,7 @@
 """LoRA: train small low-rank updates of a block's Linear layers, the pretrained weights frozen.
 
 Copy with: models.py.
+Into one package folder: ``python -m ftcourse copy lora --into mypkg/``.
 
 Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models" (arXiv:2106.09685). A
 pretrained Linear layer ``h = W x + b`` (``W``: out x in) is kept frozen and gets a trainable

@@ -1,6 +1,7 @@
 """The training loop, readable top to bottom.
 
 Copy with: accumulation.py, amp.py, memory.py.
+Into one package folder: ``python -m ftcourse copy train --into mypkg/``.
 
 One optimizer step is::
 

@@ -63,11 +63,7 @@ def test_imports_are_exactly_the_copy_line(module):
     assert not {i for i in imports if i.startswith("course")}, f"{module}.py imports the course harness"
 
 
-# train.py's docstring belongs to the loop's branch: it gets the line there
-PACKAGE_FOLDER_LINE_PENDING = {"train"}
-
-
-@pytest.mark.parametrize("module", sorted(set(TECHNIQUE) - PACKAGE_FOLDER_LINE_PENDING))
+@pytest.mark.parametrize("module", TECHNIQUE)
 def test_the_copy_line_is_followed_by_the_copy_command(module):
     # one wording everywhere: the files go into one package folder, and `ftcourse copy` puts them there
     doc = ast.get_docstring(ast.parse((PACKAGE / f"{module}.py").read_text())).splitlines()
