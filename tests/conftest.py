@@ -100,3 +100,15 @@ def tiny_bert(model_id):
     config = tf.BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                            intermediate_size=32, max_position_embeddings=64, num_labels=2)
     return tf.BertForSequenceClassification(config)
+
+
+def metric_results(rng, n, effects, sd):
+    """One row per (label, seed) with only the metric: fast random inputs for ``ftcourse.stats.compare``."""
+    import pandas as pd
+
+    base = rng.normal(0.9, 0.01, n)
+    rows = [{"label": "base", "seed": s, "test_accuracy": base[s]} for s in range(n)]
+    for lab, eff in effects.items():
+        vals = base + eff + rng.normal(0, sd, n)
+        rows += [{"label": lab, "seed": s, "test_accuracy": vals[s]} for s in range(n)]
+    return pd.DataFrame(rows)

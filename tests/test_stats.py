@@ -11,6 +11,8 @@ import pytest
 from numpy.testing import assert_allclose
 from scipy import stats
 
+from conftest import metric_results
+
 from ftcourse.stats import (bootstrap_diff, compare, effect_text, format_effect, holm, mcnemar, paired_t,
                             seeds_for_half_width, seeds_needed)
 
@@ -427,14 +429,6 @@ def test_compare_bootstrap_shown_beside_not_veto():
     assert plain["note"] == ""
 
 
-def _metric_results(rng, n, effects, sd):
-    """One row per (label, seed) with only the metric: fast random inputs for compare."""
-    base = rng.normal(0.9, 0.01, n)
-    rows = [{"label": "base", "seed": s, "test_accuracy": base[s]} for s in range(n)]
-    for lab, eff in effects.items():
-        vals = base + eff + rng.normal(0, sd, n)
-        rows += [{"label": lab, "seed": s, "test_accuracy": vals[s]} for s in range(n)]
-    return pd.DataFrame(rows)
 
 
 def test_compare_verdict_iff_adjusted_interval_excludes_0_iff_p_adj_below_alpha():
@@ -445,7 +439,7 @@ def test_compare_verdict_iff_adjusted_interval_excludes_0_iff_p_adj_below_alpha(
         sd = float(rng.choice([0.002, 0.01]))
         alpha = float(rng.choice([0.05, 0.1]))
         effects = {f"c{i}": float(rng.normal(0, 1.5 * sd)) for i in range(m)}
-        table = compare(_metric_results(rng, n, effects, sd), baseline="base", correct=None, alpha=alpha)
+        table = compare(metric_results(rng, n, effects, sd), baseline="base", correct=None, alpha=alpha)
         for _, row in table.iterrows():
             excludes = row["adj_low"] > 0 or row["adj_high"] < 0
             decided = row["verdict"] in ("better", "worse")
@@ -465,7 +459,7 @@ def test_compare_too_few_seeds_never_better_or_worse():
         with pytest.raises(ValueError, match="n must be an integer"):
             too_few_seeds(bad)
     # a huge, perfectly consistent gain over 2 seeds: the t columns exclude 0, the verdict does not follow
-    res = _metric_results(np.random.default_rng(1), 2, {"x": 0.05}, 0.0005)
+    res = metric_results(np.random.default_rng(1), 2, {"x": 0.05}, 0.0005)
     row = compare(res, baseline="base", correct=None).loc["x"]
     assert row["n"] == 2 and row["verdict"] == "too few seeds (n = 2)"
     assert np.isfinite([row["low"], row["high"], row["adj_low"], row["adj_high"], row["p_adj"]]).all()
@@ -488,7 +482,7 @@ def test_compare_mde_inverts_noncentral_t_power():
     rng = np.random.default_rng(8)
     for n, m in [(3, 1), (5, 1), (5, 4), (10, 3), (20, 2)]:
         effects = {f"c{i}": 0.003 * i for i in range(m)}
-        table = compare(_metric_results(rng, n, effects, 0.01), baseline="base", correct=None)
+        table = compare(metric_results(rng, n, effects, 0.01), baseline="base", correct=None)
         base = table.iloc[0]
         for lab, row in table.iterrows():
             sd = (row["half_width"] / stats.t.ppf(0.975, n - 1)) * math.sqrt(n)  # observed sd of the differences
@@ -525,7 +519,7 @@ def test_half_width_is_not_a_detection_bound():
 
 
 def test_compare_zero_sd_and_constant_shift():
-    res = _metric_results(np.random.default_rng(0), 4, {}, 0.0)
+    res = metric_results(np.random.default_rng(0), 4, {}, 0.0)
     shifted = res.assign(label="up", test_accuracy=res.test_accuracy + 0.01)
     same = res.assign(label="same")
     table = compare(pd.concat([res, shifted, same], ignore_index=True), baseline="base", correct=None)

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import metric_results
+
 import ftcourse.stats as fstats
 from ftcourse.stats import (compare, equivalence, failure_rates, format_effect, mcnemar_models, test_name,
                             too_few_seeds, verdict_text)
@@ -30,13 +32,6 @@ def _printed_interval(line):
     return _num(found[0][0]), _num(found[0][1])
 
 
-def _metric_results(rng, n, effects, sd):
-    base = rng.normal(0.9, 0.01, n)
-    rows = [{"label": "base", "seed": s, "test_accuracy": base[s]} for s in range(n)]
-    for lab, eff in effects.items():
-        vals = base + eff + rng.normal(0, sd, n)
-        rows += [{"label": lab, "seed": s, "test_accuracy": vals[s]} for s in range(n)]
-    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------------------------------------- exact strings
@@ -81,7 +76,7 @@ def test_mcnemar_line_and_test_names():
     b = rng.random((3, 200)) < 0.8
     m = mcnemar_models(b, b)
     assert verdict_text(m) == m["summary"] == "no model differs (McNemar, Holm across models)"
-    table = compare(_metric_results(rng, 5, {"x": 0.01}, 0.005), baseline="base", correct=None)
+    table = compare(metric_results(rng, 5, {"x": 0.01}, 0.005), baseline="base", correct=None)
     assert test_name(table.loc["x"]) == "paired t, Bonferroni"
     assert test_name(failure_rates([1, 0], [0, 0])) == "Fisher's exact"
     assert test_name(equivalence([0.9, 0.8, 0.7], [0.9, 0.8, 0.71], 0.05)) == "TOST"
@@ -111,7 +106,7 @@ def test_compare_printed_interval_excludes_0_iff_better_or_worse():
         n, m = int(rng.integers(2, 8)), int(rng.integers(1, 4))
         sd = float(rng.choice([0.002, 0.01]))
         effects = {f"c{i}": float(rng.normal(0, 1.5 * sd)) for i in range(m)}
-        table = compare(_metric_results(rng, n, effects, sd), baseline="base", correct=None)
+        table = compare(metric_results(rng, n, effects, sd), baseline="base", correct=None)
         for _, row in table.iterrows():
             line = verdict_text(row)
             seen[row["verdict"]] = seen.get(row["verdict"], 0) + 1
