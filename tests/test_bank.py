@@ -191,3 +191,18 @@ def test_the_committed_bank_is_complete_where_it_says_so():
     for record in records.values():
         assert record["semantics_version"] == __import__("ftcourse.course.recipes").course.recipes.SEMANTICS_VERSION or \
             record["key"] not in bank.declared_keys()
+
+
+def test_every_bank_fits_its_budget_at_the_reference_throughput():
+    # the budgets of DEVELOPERS' guide: a notebook's bank <= 90 min on 2 cores (05, 11, 12: <= 120), the course's
+    # <= 16 h; declared before building, so a declaration that outgrows its budget fails here, not after hours
+    from ftcourse.course.declarations import BANK_BUDGET_MIN, BANK_TOTAL_BUDGET_MIN, DECLARATIONS
+
+    total = 0.0
+    for number in sorted(DECLARATIONS):
+        d = bank.declaration_of(bank._stem(number))
+        outputs_of = {a.label: a.outputs for a in d.arms}
+        minutes = sum(bank.build_seconds(r, outputs_of.get(r.label, ()), 2) for r in bank.banked_runs(number)) / 2 / 60
+        assert minutes <= BANK_BUDGET_MIN.get(number, BANK_BUDGET_MIN["*"]), (number, round(minutes))
+        total += minutes
+    assert total <= BANK_TOTAL_BUDGET_MIN, round(total)

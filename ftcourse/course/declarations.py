@@ -59,6 +59,9 @@ T4_RUN_OVERHEAD_S = 6.0
 # (conftest.py) and the estimate read. ci: nbval on 2 cores (all notebooks together: CI_TOTAL_BUDGET_MIN);
 # cpu: the 2-core laptop; gpu: a workshop slot of compute on a Colab T4 (installs and downloads not counted).
 BUDGET_MIN = {"ci": {"*": 2}, "cpu": {"*": 10, "05": 15, "11": 15}, "gpu": {"*": 20}}
+# a notebook's seed bank, minutes on the 2 cores of the reference machine (the course's: BANK_TOTAL_BUDGET_MIN)
+BANK_BUDGET_MIN = {"*": 90, "05": 120, "11": 120, "12": 120}
+BANK_TOTAL_BUDGET_MIN = 16 * 60
 CI_TOTAL_BUDGET_MIN = 20
 CANARY_MAX_STEPS = 60
 COMPARISON_KINDS = ("paired", "failures", "equivalence", "mcnemar")
@@ -556,9 +559,52 @@ def _combined(p) -> Declaration:
                        canaries=_canaries(full, base), other_work_s=_other(p, 19, ci=0), cells=(full_cell,))
 
 
+def lora_recipes(p) -> dict[str, Recipe]:
+    """12's recipes by arm, before the lr: full fine-tuning (the baseline's recipe at the LoRA group's length, so
+    at the baseline lr it is the bank's stored baseline), LoRA at each rank, and the frozen backbone with a head
+    (LoRA, head and sweep runs evaluate ``evals_per_epoch`` times an epoch: evaluation never changes training)."""
+    l = p.lora
+    full = baseline_recipe(p).replace(train_size=l.train_size, epochs=l.epochs)
+    lighter = full.replace(evals_per_epoch=l.evals_per_epoch)
+    recipes = {"full fine-tuning": full}
+    recipes |= {f"LoRA r={r}": lighter.replace(lora_rank=r) for r in l.ranks}
+    recipes["frozen backbone + head"] = lighter.replace(freeze_layers=l.layers)
+    return recipes
+
+
+def _lora(p) -> Declaration:
+    l = p.lora
+    recipes = lora_recipes(p)
+    full, lora, head = recipes["full fine-tuning"], recipes[f"LoRA r={l.ranks[0]}"], recipes["frozen backbone + head"]
+    sweep_of = {"full fine-tuning": (full.replace(evals_per_epoch=l.evals_per_epoch), l.full_lrs),
+                f"LoRA r={l.ranks[0]}": (lora, l.lora_lrs), "frozen backbone + head": (head, l.head_lrs)}
+    # 1. each arm's lr on validation, one selection seed (never reused)
+    arms = [Arm(f"{name}, lr {lr:g} (sweep)", recipe.replace(lr=lr), (l.selection_seed,), cell="lr sweep")
+            for name, (recipe, lrs) in sweep_of.items() for lr in lrs]
+    # 2. every arm at its chosen lr over fresh seeds; LoRA also at full fine-tuning's lr (does it need a larger one?)
+    full_lr, lora_lr, head_lr = l.chosen
+    arms.append(Arm("full fine-tuning", full.replace(lr=full_lr), l.seeds, cell="comparison"))
+    arms += [Arm(f"LoRA r={r}", recipes[f"LoRA r={r}"].replace(lr=lora_lr), l.seeds, cell="comparison") for r in l.ranks]
+    arms.append(Arm(f"LoRA r={l.ranks[0]} at full fine-tuning's lr", lora.replace(lr=full_lr), l.seeds, cell="comparison"))
+    arms.append(Arm("frozen backbone + head", head.replace(lr=head_lr), l.seeds, cell="comparison"))
+    lora_label = f"LoRA r={l.ranks[0]}"
+    # "LoRA matches full fine-tuning" (Hu et al. 2021) and "the rank matters little": equivalence claims, their margin
+    # stated here, before any run
+    comparisons = [Comparison(lora_label, "full fine-tuning"),
+                   Comparison(lora_label, "full fine-tuning", "equivalence", margin=0.02),
+                   Comparison(lora_label, f"LoRA r={l.ranks[0]} at full fine-tuning's lr"),
+                   Comparison("frozen backbone + head", "full fine-tuning")]
+    comparisons += [Comparison(f"LoRA r={r}", lora_label, "equivalence", margin=0.02) for r in l.ranks[1:]]
+    # other work (the lesson, parameter counts, memory and step-time measurements, gradient checkpointing): a guess
+    return Declaration("12_lora", tuple(arms), comparisons=tuple(comparisons), banked=True,
+                       canaries=_canaries(lora.replace(lr=lora_lr), head.replace(lr=head_lr)),
+                       other_work_s=_other(p, 120, ci=40))
+
+
 DECLARATIONS: dict = {  # notebook number ("07") -> function(profile) -> Declaration
     "01": _baseline, "02": _accumulation, "03": _freezing, "04": _mixed_precision, "05": _optimizers,
     "06": _schedules, "07": _llrd, "08": _reinit, "09": _swa, "10": _early_stopping, "11": _combined,
+    "12": _lora,
 }
 
 

@@ -211,9 +211,36 @@ class Combined:
     control_epochs: int = 2
 
 
+@dataclass(frozen=True)
+class LoRA:
+    """12: LoRA (``ftcourse.lora``) against full fine-tuning and the frozen backbone with a head, each at its own
+    lr chosen on validation (``selection_seed``, a seed the comparison never reuses) from its grid
+    (``full_lrs``, ``lora_lrs``, ``head_lrs``), then compared over ``seeds`` at ``chosen`` (the lrs, full / LoRA /
+    head, that the bank's sweep chose; the notebook recomputes the choice from the sweep and says whether it
+    agrees). ``ranks``: the LoRA ranks compared, the first the one whose lr is swept (alpha fixed: the paper's
+    alpha / r keeps the update's scale across ranks); ``train_size`` x ``epochs``: every run's length;
+    ``evals_per_epoch``: of the LoRA, head and sweep runs (evaluation never changes training, so full
+    fine-tuning's seeds keep the baseline's recipe and the bank's stored baseline runs);
+    ``checkpoint_length``: the sequence length of the gradient-checkpointing measurement, ``timing_steps`` its
+    steps."""
+    train_size: int = 3000
+    epochs: int = 2
+    evals_per_epoch: int = 1
+    selection_seed: int = 100
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    ranks: tuple[int, ...] = (16, 4)
+    full_lrs: tuple[float, ...] = (3e-5, 1e-4, 3e-4)
+    lora_lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
+    head_lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2)
+    chosen: tuple[float, float, float] = (1e-4, 1e-3, 3e-3)
+    checkpoint_length: int = 256
+    timing_steps: int = 3
+    layers: int = 6  # the model's blocks: freeze_layers=layers leaves only the head (pooler + classifier) training
+
+
 GROUPS = {"accumulation": Accumulation, "freezing": Freezing, "mixed_precision": MixedPrecision,
           "optimizers": Optimizers, "schedules": Schedules, "llrd": LLRD, "reinit": Reinit, "swa": SWA,
-          "early_stopping": EarlyStopping, "combined": Combined}
+          "early_stopping": EarlyStopping, "combined": Combined, "lora": LoRA}
 
 
 @dataclass(frozen=True)
@@ -245,6 +272,7 @@ class Profile:
     swa: SWA = field(default_factory=SWA)
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     combined: Combined = field(default_factory=Combined)
+    lora: LoRA = field(default_factory=LoRA)
 
     @property
     def n_seeds(self) -> int:
@@ -308,6 +336,9 @@ PROFILES: dict[str, Profile] = {
         # patience 1 in ci: its 8 evaluations on 128 sentences must stop before the end (notebook 10 asserts it)
         early_stopping=EarlyStopping(train_size=256, seeds=(0, 1), epochs=4, evals_per_epoch=2, patience=1),
         combined=Combined(train_size=64, seeds=(0, 1), reinit_layers=2, patience=2, epochs=1, llrd_decay=0.8),
+        # 12 in ci analyses the cpu bank: these sizes are its canaries' and the lesson's
+        lora=LoRA(train_size=160, epochs=1, seeds=(0, 1), full_lrs=(1e-4,), lora_lrs=(1e-3,), head_lrs=(3e-3,),
+                  chosen=(1e-4, 1e-3, 3e-3), checkpoint_length=128, timing_steps=2),
     ),
     "cpu": Profile(
         name="cpu", model_id=MINILM_ID, max_length=64, train_size=3000,
@@ -358,6 +389,10 @@ PROFILES: dict[str, Profile] = {
         # validates 4x) + the control (2 rows x 3 seeds x 126 steps, ~37 s a run): ~13 min, inside the 15-min budget.
         combined=Combined(train_size=1000, seeds=(0, 1, 2), reinit_layers=2, patience=3, epochs=1, llrd_decay=0.75,
                       control_epochs=2),
+        # 12: the baseline's length (3,000 examples x 2 epochs = 376 steps, well past MiniLM's plateau), so full
+        # fine-tuning at the baseline lr is the bank's stored baseline; 5 fresh seeds for a +-0.02 equivalence margin
+        # (01's seed std ~0.01: seeds_for_equivalence gives 4-5). The bank: 9 sweep runs + 22 new comparison runs.
+        lora=LoRA(),
     ),
     # Sized so that every notebook's plan fits a 20-minute workshop slot of compute on a Colab T4 at the throughput
     # ftcourse.plan.T4_* assumes (300 training examples/s, 1,000 evaluation sentences/s, 6 s a run: derived there
@@ -398,6 +433,9 @@ PROFILES: dict[str, Profile] = {
         # assumption (8,000 examples took ~60)
         combined=Combined(train_size=1400, seeds=(0, 1, 2, 3, 4), reinit_layers=5, patience=3, grouped_llrd=True,
                       epochs=2, llrd_decay=0.9, control_epochs=4),
+        # 12 analyses the cpu bank (no gpu bank yet); these sizes are its canaries' and the lesson's
+        lora=LoRA(train_size=8000, full_lrs=(1e-5, 2e-5, 5e-5), lora_lrs=(1e-4, 3e-4, 1e-3), chosen=(2e-5, 3e-4, 3e-3),
+                  checkpoint_length=512, timing_steps=5, layers=12),
     ),
 }
 PROFILE_NAMES = tuple(PROFILES)
