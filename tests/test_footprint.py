@@ -37,7 +37,7 @@ def test_checkpointing_keeps_the_gradients(tiny_models):
     for checkpointing in (False, True):
         torch.manual_seed(0)
         model = prepare(tiny_bert(MODEL_ID), "lora", rank=4, checkpointing=checkpointing).double().train()
-        assert model.is_gradient_checkpointing == checkpointing  # so equal gradients are not a no-op's
+        assert model.is_activation_checkpointing == checkpointing  # so equal gradients are not a no-op's
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
