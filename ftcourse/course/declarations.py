@@ -601,10 +601,37 @@ def _lora(p) -> Declaration:
                        other_work_s=_other(p, 120, ci=40))
 
 
+def data_parallel_recipe(p) -> Recipe:
+    """13's recipe (seed: the profile's first): the baseline at the data_parallel group's length, one evaluation at the
+    end, fp32 (the ranks are CPU processes); with ``cpu_baseline``, the cpu profile's baseline (MiniLM)."""
+    from .profiles import PROFILES
+
+    d = p.data_parallel
+    return baseline_recipe(PROFILES["cpu"] if d.cpu_baseline else p).replace(
+        train_size=d.train_size, epochs=d.epochs, evals_per_epoch=1, precision=None)
+
+
+def _data_parallel(p) -> Declaration:
+    d = p.data_parallel
+    base, off = data_parallel_recipe(p), "without_dropout (prepare_model)"
+    ranks = f"Accelerator, {d.processes} processes (ftcourse.course.ddp_lesson, torchrun)"
+    arms = (Arm("1 process, dropout off", base, d.seeds[:1], custom=off, cell="one process"),
+            Arm("1 process", base, d.seeds, cell="one process"),
+            Arm(f"{d.processes} processes, dropout off", base, d.seeds[:1], custom=f"{off}; {ranks}", cell="processes"),
+            Arm(f"{d.processes} processes", base, d.seeds, custom=ranks, cell="processes"))
+    # "N processes at the same global batch train as one": an equivalence claim, its margin stated here, before any run.
+    # Other work (the lesson's, traps' and FSDP's launches, the fine-tuning launch's start, a model load): a guess. The
+    # gpu profile's runs are CPU runs too (Colab's CPUs): the T4 throughput does not apply to them.
+    return Declaration("13_multi_gpu", arms, comparisons=(Comparison(arms[3].label, "1 process"),
+                                                         Comparison(arms[3].label, "1 process", "equivalence", margin=0.02)),
+                       canaries=_canaries(base, base), other_work_s=_other(p, 90, ci=50),
+                       note="CPU processes in every profile (gpu: Colab's CPUs, not the T4)" if d.cpu_baseline else "")
+
+
 DECLARATIONS: dict = {  # notebook number ("07") -> function(profile) -> Declaration
     "01": _baseline, "02": _accumulation, "03": _freezing, "04": _mixed_precision, "05": _optimizers,
     "06": _schedules, "07": _llrd, "08": _reinit, "09": _swa, "10": _early_stopping, "11": _combined,
-    "12": _lora,
+    "12": _lora, "13": _data_parallel,
 }
 
 

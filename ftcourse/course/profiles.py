@@ -13,7 +13,8 @@ evaluation frequency, lr, warmup, weight decay, seeds, precision, the accuracy b
 group per notebook for what only that notebook uses: ``profile.accumulation`` (02),
 ``profile.freezing`` (03), ``profile.mixed_precision`` (04), ``profile.optimizers`` (05),
 ``profile.schedules`` (06), ``profile.llrd`` (07), ``profile.reinit`` (08), ``profile.swa`` (09),
-``profile.early_stopping`` (10) and ``profile.combined`` (11, the combined recipe's table).
+``profile.early_stopping`` (10), ``profile.combined`` (11, the combined recipe's table), ``profile.lora`` (12)
+and ``profile.data_parallel`` (13).
 
 ``profile.replace(epochs=1)`` changes a shared field; ``profile.replace(llrd={"decays": (0.9,)})``
 or ``profile.replace(**{"llrd.decays": (0.9,)})`` one field of a group.
@@ -238,9 +239,22 @@ class LoRA:
     layers: int = 6  # the model's blocks: freeze_layers=layers leaves only the head (pooler + classifier) training
 
 
+@dataclass(frozen=True)
+class DataParallel:
+    """13: the baseline recipe at ``train_size`` x ``epochs`` (one evaluation, at the end; fp32), on one process and
+    on ``processes`` CPU processes (gloo) at the same global batch, over ``seeds`` with dropout on, and for the first
+    seed also with dropout off. ``cpu_baseline``: take the recipe from the cpu profile's baseline (MiniLM), for a
+    runtime whose one GPU cannot be split (Colab), where the ranks are CPU processes."""
+    train_size: int = 1600
+    epochs: int = 1
+    seeds: tuple[int, ...] = (0, 1, 2, 3)
+    processes: int = 2
+    cpu_baseline: bool = False
+
+
 GROUPS = {"accumulation": Accumulation, "freezing": Freezing, "mixed_precision": MixedPrecision,
           "optimizers": Optimizers, "schedules": Schedules, "llrd": LLRD, "reinit": Reinit, "swa": SWA,
-          "early_stopping": EarlyStopping, "combined": Combined, "lora": LoRA}
+          "early_stopping": EarlyStopping, "combined": Combined, "lora": LoRA, "data_parallel": DataParallel}
 
 
 @dataclass(frozen=True)
@@ -273,6 +287,7 @@ class Profile:
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     combined: Combined = field(default_factory=Combined)
     lora: LoRA = field(default_factory=LoRA)
+    data_parallel: DataParallel = field(default_factory=DataParallel)
 
     @property
     def n_seeds(self) -> int:
@@ -339,6 +354,7 @@ PROFILES: dict[str, Profile] = {
         # 12 in ci analyses the cpu bank: these sizes are its canaries' and the lesson's
         lora=LoRA(train_size=160, epochs=1, seeds=(0, 1), full_lrs=(1e-4,), lora_lrs=(1e-3,), head_lrs=(3e-3,),
                   chosen=(1e-4, 1e-3, 3e-3), checkpoint_length=128, timing_steps=2),
+        data_parallel=DataParallel(train_size=96, seeds=(0, 1, 2)),  # 6 steps a run: the mechanics, not a measurement
     ),
     "cpu": Profile(
         name="cpu", model_id=MINILM_ID, max_length=64, train_size=3000,
@@ -393,6 +409,8 @@ PROFILES: dict[str, Profile] = {
         # fine-tuning at the baseline lr is the bank's stored baseline; 5 fresh seeds for a +-0.02 equivalence margin
         # (01's seed std ~0.01: seeds_for_equivalence gives 4-5). The bank: 9 sweep runs + 22 new comparison runs.
         lora=LoRA(),
+        # 13: 1,600 examples x 1 epoch = 100 steps (past MiniLM's plateau); 4 seeds x (1 + 2 processes) + dropout off
+        data_parallel=DataParallel(),
     ),
     # Sized so that every notebook's plan fits a 20-minute workshop slot of compute on a Colab T4 at the throughput
     # ftcourse.plan.T4_* assumes (300 training examples/s, 1,000 evaluation sentences/s, 6 s a run: derived there
@@ -436,6 +454,8 @@ PROFILES: dict[str, Profile] = {
         # 12 analyses the cpu bank (no gpu bank yet); these sizes are its canaries' and the lesson's
         lora=LoRA(train_size=8000, full_lrs=(1e-5, 2e-5, 5e-5), lora_lrs=(1e-4, 3e-4, 1e-3), chosen=(2e-5, 3e-4, 3e-3),
                   checkpoint_length=512, timing_steps=5, layers=12),
+        # 13: Colab's one GPU cannot be split; its ranks are CPU processes, where roberta-base is too slow: MiniLM
+        data_parallel=DataParallel(cpu_baseline=True),
     ),
 }
 PROFILE_NAMES = tuple(PROFILES)
