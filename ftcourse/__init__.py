@@ -24,8 +24,8 @@ The course harness, at ``ftcourse/course/``: what the notebooks use to declare, 
 experiments (``ftcourse.course``'s docstring lists its modules): ``recipes`` (a run as data),
 ``runner`` (``build_training``, ``fine_tune``), ``declarations`` (what each notebook runs), ``bank``
 (the seed bank: each declared run computed once and stored),
-``profiles``, ``data``, ``pretrained`` (the offline MiniLM), ``reports``, ``combined``, ``ddp_lesson``
-(notebook 13's code for several processes),
+``profiles``, ``data``, ``pretrained`` (the offline MiniLM), ``reports``, ``combined``, ``footprint``
+(notebook 12's step costs), ``ddp_lesson`` (notebook 13's code for several processes),
 ``notebook`` (first and last cells, the thread count), ``estimate``, ``preflight`` (what ``run`` and
 ``estimate`` check first), ``copying`` (``python -m ftcourse copy``) and ``cli``
 (``python -m ftcourse info | run | get-data | estimate | copy | bank``).
