@@ -592,7 +592,7 @@ def _lora(p) -> Declaration:
     # stated here, before any run
     comparisons = [Comparison(lora_label, "full fine-tuning"),
                    Comparison(lora_label, "full fine-tuning", "equivalence", margin=0.02),
-                   Comparison(lora_label, f"LoRA r={l.ranks[0]} at full fine-tuning's lr"),
+                   Comparison(f"LoRA r={l.ranks[0]} at full fine-tuning's lr", lora_label),
                    Comparison("frozen backbone + head", "full fine-tuning")]
     comparisons += [Comparison(f"LoRA r={r}", lora_label, "equivalence", margin=0.02) for r in l.ranks[1:]]
     # other work (the lesson, parameter counts, memory and step-time measurements, gradient checkpointing): a guess

@@ -407,7 +407,8 @@ PROFILES: dict[str, Profile] = {
                       control_epochs=2),
         # 12: the baseline's length (3,000 examples x 2 epochs = 376 steps, well past MiniLM's plateau), so full
         # fine-tuning at the baseline lr is the bank's stored baseline; 5 fresh seeds for a +-0.02 equivalence margin
-        # (01's seed std ~0.01: seeds_for_equivalence gives 4-5). The bank: 11 sweep runs + 22 new comparison runs, 38 min.
+        # (01's seed std ~0.01; the notebook prints what the margin needs at the measured spread). The bank: 11 sweep
+        # runs + 22 new comparison runs, 38 min.
         # grids extended where the sweep chose an edge (LoRA 3e-3 of 3e-4..3e-3, the head 1e-3 of 1e-3..1e-2); chosen: the
         # sweep's choice on validation (full 1e-4, LoRA 3e-3, the head 1e-3), each now inside its grid
         lora=LoRA(lora_lrs=(3e-4, 1e-3, 3e-3, 1e-2), head_lrs=(3e-4, 1e-3, 3e-3, 1e-2), chosen=(1e-4, 3e-3, 1e-3)),
