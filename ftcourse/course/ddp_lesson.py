@@ -165,6 +165,10 @@ def _main(argv: list[str]) -> None:
         result = globals()[function](**kwargs)
         rank = dist.get_rank() if launched else 0
         torch.save(result, out / f"rank{rank}.pt")
+        if launched:
+            # no process leaves while another may still talk to it: gloo aborts a process whose peer is gone
+            # (a SIGABRT seen once in 16 notebook runs, in the rank that finished last)
+            dist.barrier()
     finally:
         if launched:
             dist.destroy_process_group()
