@@ -72,7 +72,8 @@ def badge(repo: str, version: str, name: str) -> str:
             f"({badge_url(repo, version, name)})")
 
 
-CONSTRAINTS_PATH = "/tmp/ftcourse-constraints.txt"
+# relative: the runtime's working directory (Colab: /content), no path of one machine's
+CONSTRAINTS_PATH = "ftcourse-constraints.txt"
 
 
 def raw_url(repo: str, version: str, path: str) -> str:

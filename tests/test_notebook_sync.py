@@ -179,8 +179,10 @@ def _colab(monkeypatch, fetch):
     return ipython.magics
 
 
-def test_colab_installs_the_release_with_its_tested_versions_and_colabs_torch(monkeypatch):
+def test_colab_installs_the_release_with_its_tested_versions_and_colabs_torch(monkeypatch, tmp_path):
     import io
+
+    monkeypatch.chdir(tmp_path)  # the block writes its constraints file into the working directory
 
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     tag, repo = f"v{meta['version']}", meta["urls"]["Repository"]
@@ -192,8 +194,8 @@ def test_colab_installs_the_release_with_its_tested_versions_and_colabs_torch(mo
 
     magics = _colab(monkeypatch, github)
     assert fetched == [f"https://raw.githubusercontent.com/ftcourse/ftcourse/{tag}/constraints.txt"]
-    assert magics == [("pip", f'install -q -c /tmp/ftcourse-constraints.txt "ftcourse[offline] @ git+{repo}@{tag}"')]
-    pins = open("/tmp/ftcourse-constraints.txt").read()
+    assert magics == [("pip", f'install -q -c ftcourse-constraints.txt "ftcourse[offline] @ git+{repo}@{tag}"')]
+    pins = (tmp_path / "ftcourse-constraints.txt").read_text()
     assert "transformers==" in pins and "datasets==" in pins  # the tested versions ...
     assert "torch==" not in pins  # ... except torch: Colab's is built for its GPU
 
