@@ -206,3 +206,40 @@ def test_every_bank_fits_its_budget_at_the_reference_throughput():
         assert minutes <= BANK_BUDGET_MIN.get(number, BANK_BUDGET_MIN["*"]), (number, round(minutes))
         total += minutes
     assert total <= BANK_TOTAL_BUDGET_MIN, round(total)
+
+
+def test_plateau_exit_is_the_first_step_whose_trailing_mean_is_below_the_threshold():
+    losses = [0.7] * 12 + [0.5] * 20
+    # trailing 10-step means: step 12 still 0.7; step 13 = (9 x 0.7 + 0.5) / 10 = 0.68; step 17 = 0.60 (not below);
+    # step 18 = 0.58
+    assert bank.plateau_exit(losses) == 18
+    assert bank.plateau_exit([0.69] * 50) is None and bank.plateau_exit([0.1] * 5) is None  # never / too short
+    assert bank.plateau_exit([0.1] * 10) == 10
+    with pytest.raises(ValueError, match="1-D"):
+        bank.plateau_exit(np.zeros((3, 3)))
+
+
+# Arms whose point is a run that leaves the plateau late (their result, not a regime chosen too short), and why.
+LATE_BY_DESIGN = {
+    "LoRA r=16 at full fine-tuning's lr": "12's control for 'LoRA needs a larger lr': at the wrong lr it learns late",
+}
+
+
+def test_banked_runs_leave_the_plateau_and_run_three_times_as_long():
+    # issue 26: a banked run that measures a technique (not an lr sweep's, not a canary) leaves MiniLM's majority-class
+    # plateau, and runs at least PLATEAU_MARGIN times as many steps as it took to leave it
+    records = bank.load_records()
+    checked = 0
+    for notebook in bank.complete_notebooks():
+        d = bank.declaration_of(notebook)
+        measured = [a for a in d.arms if a.cell_name != "lr sweep" and a.label not in LATE_BY_DESIGN]
+        for run in d.runs(measured):
+            record = records.get(run.recipe.key())
+            if record is None or not bank.bankable(run):
+                continue
+            losses = bank.unpack_floats(record["steps"]["loss"])
+            exit_step = bank.plateau_exit(losses)
+            assert exit_step is not None, f"{notebook}: {run.label} seed {run.recipe.seed} never leaves the plateau"
+            assert len(losses) >= bank.PLATEAU_MARGIN * exit_step, (notebook, run.label, run.recipe.seed, exit_step)
+            checked += 1
+    assert checked >= 8

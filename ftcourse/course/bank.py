@@ -490,6 +490,27 @@ def _without_seed(recipe: dict) -> dict:
 # ---------------------------------------------------------------------------------------------
 # In a notebook: one call gives the declared runs
 # ---------------------------------------------------------------------------------------------
+# MiniLM starts SST-2 on a plateau near ln 2 (a 50/50 guess) and predicts the majority class; a run "leaves" it at
+# the first step where the mean training loss of the last PLATEAU_WINDOW steps falls below PLATEAU_LOSS. A run that
+# measures a technique is at least PLATEAU_MARGIN times that long (tests/test_bank.py holds the stored runs to it).
+PLATEAU_LOSS = 0.60
+PLATEAU_WINDOW = 10
+PLATEAU_MARGIN = 3
+
+
+def plateau_exit(losses, threshold: float = PLATEAU_LOSS, window: int = PLATEAU_WINDOW) -> int | None:
+    """The first optimizer step (counted from 1) at which the mean of the last ``window`` training losses is below
+    ``threshold``: where a run leaves the majority-class plateau. None if it never does."""
+    losses = np.asarray(losses, dtype=np.float64)
+    if losses.ndim != 1:
+        raise ValueError(f"losses must be one loss per step (1-D), got shape {losses.shape}")
+    if len(losses) < window:
+        return None
+    means = np.convolve(losses, np.ones(window) / window, mode="valid")  # means[j]: steps j+1 .. j+window
+    below = np.flatnonzero(means < threshold)
+    return int(below[0]) + window if len(below) else None
+
+
 @dataclass
 class StoredRun:
     """A run as a notebook reads it, from the bank or just run live: ``row`` (as ``fine_tune``'s, with the
@@ -522,6 +543,10 @@ class StoredRun:
 
     def evals_frame(self):
         return self.evaluations()
+
+    def plateau_exit(self) -> int | None:
+        """The step where this run left the majority-class plateau (:func:`plateau_exit`), None if it never did."""
+        return plateau_exit(self.steps().loss)
 
     def output(self, name: str, split: str = "test") -> np.ndarray:
         """The predictions of a named output (``final``, ``swa``, ``no_attention_mask``, ...) on ``split``."""
