@@ -396,7 +396,8 @@ PROFILES: dict[str, Profile] = {
                             sweep_lrs=(3e-5, 1e-4, 3e-4), lr_finder_steps=50),
         # 07: the baseline's length (3,000 examples x 2 epochs = 376 steps), so plain fine-tuning at the baseline lr is
         # the bank's stored baseline and its lr sweep is notebook 12's; LLRD's peak lr x decay swept on seed 100, then
-        # 8 seeds a configuration for the +-0.02 equivalence margin (a paired sd ~0.014 needs 7-8 for 80% power)
+        # 8 seeds a configuration for the +-0.02 equivalence margin (a paired sd ~0.014 needs 7-8 for 80% power).
+        # chosen: the sweep's choice on validation (peak lr 2e-4, decay 0.9), inside both grids
         llrd=LLRD(decays=(0.95, 0.9, 0.75), lrs=(1e-4, 2e-4, 4e-4), seeds=tuple(range(8)), chosen=(2e-4, 0.9),
                   grouped=True),
         # 08: 320 examples x 3 epochs = 60 steps (the training loss leaves the majority-class plateau after ~20-25
