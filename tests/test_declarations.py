@@ -76,11 +76,12 @@ def test_check_runs_accepts_the_declaration_and_names_each_difference():
     assert declared.check_runs(d, records) == []
     assert declared.check_runs(d, records[::-1]) == []  # order does not matter
     missing = declared.check_runs(d, records[1:])
-    assert missing == [f"declared, not run: linear ({d.runs()[0].recipe.describe()})"]
+    first = d.runs()[0]
+    assert missing == [f"declared, not run: {first.label} ({first.recipe.describe()})"]
     other_seed = dict(records[0], key=d.runs()[0].recipe.replace(seed=99).key(),
                       recipe=d.runs()[0].recipe.replace(seed=99).changes())
     lines = declared.check_runs(d, [other_seed, *records[1:]])
-    assert len(lines) == 2 and lines[1].startswith("run, not declared: linear (") and "seed=99" in lines[1]
+    assert len(lines) == 2 and lines[1].startswith(f"run, not declared: {first.label} (") and "seed=99" in lines[1]
     # a custom run does not stand in for the plain run of the same recipe
     assert declared.check_runs(d, [dict(records[0], custom=["callbacks"]), *records[1:]]) != []
 
@@ -105,22 +106,22 @@ def test_a_chosen_lr_matches_any_value_of_its_grid_and_nothing_else():
 def test_cells_select_their_arms_and_reject_a_typo():
     cpu, ci = PROFILES["cpu"], PROFILES["ci"]
     schedules = declared.declaration("06", cpu)
-    assert {a.cell_name for a in schedules.group("schedules", "constant lr")} == {"schedules", "constant lr"}
+    assert {a.cell_name for a in schedules.group("lr sweep", "comparison")} == {"lr sweep", "comparison"}
     assert schedules.group("ReduceLROnPlateau") == ()  # switched off in cpu (plateau_runs=0): a known cell
     assert len(declared.declaration("06", ci).group("ReduceLROnPlateau")) == 1
     with pytest.raises(KeyError, match="declares no cell"):
-        schedules.group("schedule")
+        schedules.group("sweep")
 
 
 def test_announce_counts_the_new_runs_and_their_minutes(capsys):
     cpu = PROFILES["cpu"]
-    d = declared.declaration("06", cpu)
-    assert declared.announce(d, "schedules", "constant lr") is None  # a cell ending with it shows the line once
+    d = declared.declaration("08", cpu)
+    assert declared.announce(d) is None  # a cell ending with it shows the line once
     text = capsys.readouterr().out.strip()
-    runs = d.new_runs("schedules", "constant lr")
+    runs = d.runs()
     seconds = sum(declared.run_seconds(r, declared.REFERENCE_TRAIN_PER_S, declared.REFERENCE_EVAL_PER_S,
                                        declared.REFERENCE_RUN_OVERHEAD_S) for r in runs)
-    assert text.startswith(f"this cell runs {len(runs)} fine-tuning runs (1280 examples x 1 epoch)")
+    assert text.startswith(f"this cell runs {len(runs)} fine-tuning runs (320 examples x 3 epochs)")
     assert f"about {max(1, round(seconds / 60))} min" in text
 
 
@@ -200,5 +201,5 @@ def test_a_banked_notebook_runs_its_canaries_and_what_the_bank_lacks():
     assert missing_one.n_runs == 3  # in cpu a run the bank lacks runs live
     in_ci = declared.expected_live_runs(declared.declaration("01", ci), set(), "cpu", "ci")
     assert [r.recipe.train_size for r in in_ci.runs()] == [320, 320]  # ci: its own small canaries only
-    unbanked = declared.declaration("06", cpu)
+    unbanked = declared.declaration("08", cpu)
     assert declared.expected_live_runs(unbanked, everything, "cpu", "cpu") is unbanked

@@ -444,33 +444,51 @@ def _optimizers(p) -> Declaration:
                        other_work_s=_other(p, 11, ci=0))
 
 
-def _schedules(p) -> Declaration:
+def schedule_recipes(p) -> dict[str, Recipe]:
+    """06's recipes by arm at their chosen lrs (seed 0): linear warmup-decay (the baseline's recipe at the schedules
+    group's length and 12's chosen lr: in the cpu profile, the bank's stored baseline), constant (no warmup; it
+    validates ``evals_per_epoch`` times an epoch, for the ReduceLROnPlateau replay), constant after warmup, and the
+    articles' other schedules at linear's lr with its warmup."""
     s = p.schedules
-    base = baseline_recipe(p).replace(train_size=s.train_size, epochs=s.epochs, evals_per_epoch=1)
-    steps = base.total_steps()
-    warmup = max(1, round(p.warmup_ratio * steps))  # as the notebook: at least one warmup step
-    warmup_ratio = warmup / steps
-    decay = steps - warmup
-    kwargs = {"linear": {}, "constant": {}, "cosine": {},
-              "cosine_with_restarts": {"num_cycles": s.restart_cycles},
+    linear = baseline_recipe(p).replace(train_size=s.train_size, epochs=s.epochs, lr=p.lora.chosen[0])
+    lighter = linear.replace(evals_per_epoch=1)
+    steps = linear.total_steps()
+    decay = steps - max(1, round(p.warmup_ratio * steps))
+    kwargs = {"cosine": {}, "cosine_with_restarts": {"num_cycles": s.restart_cycles},
               "step": {"step_size": math.ceil(decay / 2), "gamma": s.step_gamma},
               "exponential": {"gamma": s.exponential_final ** (1 / decay)}}
-    recipes = {name: base.replace(schedule=name, warmup_ratio=warmup_ratio, schedule_kwargs=kwargs[name])
-               for name in ("linear", *s.compared)}
-    if "constant" in recipes:
-        recipes["constant"] = base.replace(schedule="constant", warmup_ratio=0.0, evals_per_epoch=s.evals_per_epoch)
-    arms = [Arm(name, recipe, s.seeds, cell="constant lr" if name == "constant" else "schedules")
-            for name, recipe in recipes.items()]
-    extra_lrs = [lr for lr in s.sweep_lrs if not math.isclose(lr, p.lr)]  # the profile's lr is reused from the runs
-    arms += [Arm(f"{name}, lr sweep", recipes[name].replace(evals_per_epoch=1, lr=lr), (s.sweep_seed,),
-                 cell="lr sweep of linear and constant") for name in ("linear", "constant") for lr in extra_lrs]
-    arms.append(Arm("ReduceLROnPlateau", recipes["constant"].replace(evals_per_epoch=s.evals_per_epoch),
-                    s.seeds[:s.plateau_runs], custom="PlateauOnValidation callback"))
-    # the LR range test is not a fine_tune run. Other work: 26 s
-    return Declaration("06_lr_schedules", tuple(arms),
-                       comparisons=tuple(Comparison(name, "linear") for name in s.compared),
-                       canaries=_canaries(recipes["linear"], recipes.get("constant", recipes["linear"])),
-                       other_work_s=_other(p, 26, ci=0), cells=("schedules", "constant lr"))
+    constant_lr, warm_lr = s.chosen
+    recipes = {"linear": linear,
+               "constant": lighter.replace(schedule="constant", warmup_ratio=0.0, lr=constant_lr,
+                                           evals_per_epoch=s.evals_per_epoch),
+               "constant_with_warmup": lighter.replace(schedule="constant_with_warmup", lr=warm_lr)}
+    recipes |= {name: lighter.replace(schedule=name, schedule_kwargs=kwargs[name]) for name in s.compared}
+    return recipes
+
+
+def _schedules(p) -> Declaration:
+    s = p.schedules
+    recipes = schedule_recipes(p)
+    # 1. each main configuration's lr on validation, one selection seed (never reused); linear's grid is 12's sweep of
+    # full fine-tuning (the same runs)
+    sweep_of = {"linear": (recipes["linear"].replace(evals_per_epoch=1), p.lora.full_lrs),
+                "constant": (recipes["constant"].replace(evals_per_epoch=1), s.sweep_lrs),
+                "constant_with_warmup": (recipes["constant_with_warmup"], s.sweep_lrs)}
+    arms = [Arm(f"{name}, lr {lr:g} (sweep)", recipe.replace(lr=lr), (s.selection_seed,), cell="lr sweep")
+            for name, (recipe, lrs) in sweep_of.items() for lr in lrs]
+    # 2. the articles' other schedules at linear's lr (they need no choice: declared, and built, first); each main
+    # configuration at its chosen lr over fresh seeds
+    arms += [Arm(name, recipes[name], s.compared_seeds, cell="comparison") for name in s.compared]
+    arms += [Arm(name, recipes[name], s.seeds, cell="comparison") for name in ("linear", "constant", "constant_with_warmup")]
+    arms.append(Arm("ReduceLROnPlateau", recipes["constant"], s.seeds[:s.plateau_runs],
+                    custom="PlateauOnValidation callback", cell="ReduceLROnPlateau"))
+    comparisons = [Comparison("constant", "linear"), Comparison("constant_with_warmup", "linear"),
+                   Comparison("constant", "constant_with_warmup")]
+    comparisons += [Comparison(name, "linear") for name in s.compared]
+    # other work (the lesson, the schedules' figures, two LR range tests and the 60 steps before the second): 60 s
+    return Declaration("06_lr_schedules", tuple(arms), comparisons=tuple(comparisons), banked=True,
+                       canaries=_canaries(recipes["linear"], recipes["constant"]), other_work_s=_other(p, 60, ci=10),
+                       cells=("ReduceLROnPlateau",))
 
 
 # grouped LLRD as the "Advanced Techniques for Fine-tuning Transformers" article sets it for roberta-base: three groups at

@@ -109,29 +109,35 @@ class Optimizers:
 
 @dataclass(frozen=True)
 class Schedules:
-    """06: every schedule of ``compared`` runs once per seed of ``seeds`` on ``train_size`` examples
-    for ``epochs`` at the profile's lr, against linear warmup-decay (the course baseline);
-    ``evals_per_epoch``: validation passes of the constant-lr runs (``ReduceLROnPlateau`` is replayed
-    on them; the other runs validate once, at the end); ``step_gamma``: the step schedule's factor
-    (one drop, halfway through the decay); ``exponential_final``: the exponential schedule's last
-    multiplier; ``restart_cycles``: cosine cycles of ``cosine_with_restarts``; ``plateau_patience``,
-    ``plateau_factor``: ``ReduceLROnPlateau``'s; ``plateau_runs``: real plateau runs (on the first
-    seeds) checked against the replay; ``sweep_lrs`` (it contains the profile's lr): the lrs of the
-    validation sweep of the main pair, on ``sweep_seed``; ``lr_finder_steps``: steps of the LR range test."""
-    train_size: int = 1280
+    """06: constant lr (no warmup), constant lr after warmup and linear warmup-decay (the course baseline), each at
+    its own peak lr chosen on validation: ``sweep_lrs`` on ``selection_seed`` (a seed the comparison never reuses;
+    linear's sweep is notebook 12's of full fine-tuning, ``lora.full_lrs``, the same runs where the sizes match), then
+    over ``seeds`` at ``chosen`` (constant's and constant-with-warmup's lrs, the sweep's choice; linear runs at
+    ``lora.chosen[0]``). ``compared``: the articles' other schedules, at linear's lr with its warmup (each differs from
+    it by its decay only), over ``compared_seeds``; ``step_gamma``: the step schedule's factor (one drop, halfway
+    through the decay); ``exponential_final``: the exponential schedule's last multiplier; ``restart_cycles``: cosine
+    cycles of ``cosine_with_restarts``. ``train_size`` x ``epochs``: every run's length; ``evals_per_epoch``: validation
+    passes of the constant-lr runs (``ReduceLROnPlateau`` is replayed on them; the others validate once an epoch).
+    ``plateau_patience``, ``plateau_factor``: ``ReduceLROnPlateau``'s; ``plateau_runs``: real plateau runs (on the first
+    seeds) checked against the replay. ``lr_finder_steps``: steps of the LR range test; ``warm_steps``: steps trained
+    at the baseline's lr before the second range test (past the majority-class plateau)."""
+    train_size: int = 3000
+    epochs: int = 2
+    evals_per_epoch: int = 2
+    selection_seed: int = 100
+    sweep_lrs: tuple[float, ...] = (3e-5, 1e-4, 3e-4)
     seeds: tuple[int, ...] = (0, 1, 2)
-    epochs: int = 1
-    evals_per_epoch: int = 4
-    compared: tuple[str, ...] = ("constant", "cosine", "step", "exponential")
+    chosen: tuple[float, float] = (1e-4, 1e-4)
+    compared: tuple[str, ...] = ("cosine", "step", "exponential")
+    compared_seeds: tuple[int, ...] = (0, 1, 2)
     step_gamma: float = 0.1
     exponential_final: float = 0.01
     restart_cycles: int = 2
     plateau_patience: int = 0
     plateau_factor: float = 0.3
     plateau_runs: int = 0
-    sweep_lrs: tuple[float, ...] = (3e-5, 1e-4, 3e-4)
-    sweep_seed: int = 0
     lr_finder_steps: int = 100
+    warm_steps: int = 60
 
 
 @dataclass(frozen=True)
@@ -345,8 +351,9 @@ PROFILES: dict[str, Profile] = {
             sweep_train_size=64, sweep_seeds=(0,), train_size=64, seeds=(0,), epochs=1, evals_per_epoch=1,
             few_sample_size=64, few_sample_epochs=1, few_sample_lrs=(1e-4,), few_sample_sweep_seeds=(0, 1),
             few_sample_seeds=(0, 1)),
+        # 06 in ci analyses the cpu bank: these sizes are its canaries', its plateau run's and its range tests'
         schedules=Schedules(train_size=96, seeds=(0, 1), epochs=1, evals_per_epoch=2, plateau_runs=1,
-                            sweep_lrs=(1e-4, 3e-4), lr_finder_steps=20),
+                            sweep_lrs=(1e-4,), compared_seeds=(0, 1), lr_finder_steps=20, warm_steps=6),
         # 07 in ci analyses the cpu bank: these sizes are its canaries'
         llrd=LLRD(decays=(0.8,), lrs=(1e-4,), seeds=(0, 1), train_size=160, epochs=1, chosen=(1e-4, 0.8)),
         reinit=Reinit(layers=(0, 2), seeds=(0, 1, 2, 3), epochs=2, lr=1e-4, train_size=160, curve_val_size=128),
@@ -388,12 +395,11 @@ PROFILES: dict[str, Profile] = {
             sweep_train_size=960, sweep_seeds=(0,), train_size=960, seeds=(0, 1), epochs=1, evals_per_epoch=1,
             few_sample_size=960, few_sample_epochs=1, few_sample_lrs=(1e-4, 3e-4), few_sample_sweep_seeds=(0, 1),
             few_sample_seeds=(0, 1, 2, 3)),
-        # 06: 80 steps a run (1,280 examples): MiniLM leaves the majority-class plateau after 30-60 steps at lr 1e-4
-        # (60-step runs measured little but how fast it leaves it; 72 steps widened the main interval from +-0.010 to
-        # +-0.037 over the same 3 seeds); 15 runs + a 4-run lr sweep fill the 10 minutes. 4 validation passes of the
-        # constant-lr runs and a 100-step range test took 602 s: 3 passes and 50 steps save ~20 s.
-        schedules=Schedules(train_size=1280, seeds=(0, 1, 2), epochs=1, evals_per_epoch=3,
-                            sweep_lrs=(3e-5, 1e-4, 3e-4), lr_finder_steps=50),
+        # 06: the baseline's length (3,000 examples x 2 epochs = 376 steps), so linear at the baseline lr is the bank's
+        # stored baseline and its lr sweep is notebook 12's; constant and constant-with-warmup swept on seed 100, then 8
+        # seeds each (mde <= 0.02 at a paired sd ~0.014); the articles' cosine, step and exponential at linear's lr, 3
+        # seeds (secondary: cut first)
+        schedules=Schedules(seeds=tuple(range(8)), lr_finder_steps=50),
         # 07: the baseline's length (3,000 examples x 2 epochs = 376 steps), so plain fine-tuning at the baseline lr is
         # the bank's stored baseline and its lr sweep is notebook 12's; LLRD's peak lr x decay swept on seed 100, then
         # 8 seeds a configuration for the +-0.02 equivalence margin (a paired sd ~0.014 needs 7-8 for 80% power).
@@ -443,9 +449,9 @@ PROFILES: dict[str, Profile] = {
             sweep_train_size=1000, sweep_seeds=(0,), train_size=1000, seeds=(0, 1), epochs=3,
             evals_per_epoch=1, few_sample_size=1000, few_sample_epochs=3, few_sample_lrs=(1e-5, 2e-5, 5e-5),
             few_sample_sweep_seeds=(0, 1), few_sample_seeds=tuple(range(8))),
-        schedules=Schedules(train_size=2500, seeds=(0, 1, 2, 3, 4), epochs=2, evals_per_epoch=4,
-                            compared=("constant", "cosine", "cosine_with_restarts", "step", "exponential"),
-                            plateau_runs=1, sweep_lrs=(1e-5, 2e-5, 5e-5), lr_finder_steps=200),
+        # 06 analyses the cpu bank (no gpu bank yet); these sizes are its canaries', its plateau run's and range tests'
+        schedules=Schedules(train_size=8000, seeds=(0, 1, 2, 3, 4), evals_per_epoch=4, plateau_runs=1,
+                            sweep_lrs=(1e-5, 2e-5, 5e-5), chosen=(2e-5, 2e-5), lr_finder_steps=200, warm_steps=150),
         # 07 analyses the cpu bank (no gpu bank yet); these sizes are its canaries'
         llrd=LLRD(decays=(0.95, 0.9, 0.8), lrs=(2e-5, 4e-5), seeds=tuple(range(5)), train_size=8000, chosen=(4e-5, 0.9)),
         # 08: 500 examples x 6 epochs = 96 steps a run, 6 validation passes; 4 x 10 runs ~16 min at the T4
