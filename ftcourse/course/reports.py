@@ -72,6 +72,46 @@ def plot_seed_results(results, metric: str = "test_accuracy", by: str = "label",
     return ax
 
 
+def choose_on_validation(sweep, runs_at: dict, groups: dict | None = None):
+    """An lr sweep's choice, recomputed from its runs (``sweep``: what ``declared_runs`` gives for the notebook's
+    "lr sweep" cell, one selection seed), and checked against what the comparison runs at.
+
+    Returns ``(grid, chosen)``: ``grid``, validation accuracy by peak lr (rows) and configuration (columns: each sweep
+    arm's label without its ", lr ..." suffix); ``chosen``, ``{group: (lr, column)}``, the best cell of each group's
+    columns (``groups``: ``{name: [columns]}``, chosen jointly, e.g. LLRD's lr and decay; default: one group a column).
+    Prints, per group, the choice, whether it lies at the edge of its lr grid (then the optimum may lie beyond: extend
+    the grid), and whether it is the recipe the comparison runs at (``runs_at``: ``{group: recipe}``; equal up to the
+    seed and the number of evaluations, which never change training); then one run's binomial standard error."""
+    import math
+
+    import pandas as pd
+
+    from .recipes import Recipe
+
+    recipes = {key: Recipe.from_dict(run.record["recipe"]) for key, run in sweep.runs.items()}
+    rows = [{"configuration": label.split(", lr")[0], "lr": recipes[label, seed].lr,
+             "val_accuracy": run.row["val_accuracy"], "recipe": recipes[label, seed]}
+            for (label, seed), run in sweep.runs.items()]
+    frame = pd.DataFrame(rows)
+    grid = frame.pivot_table(index="lr", columns="configuration", values="val_accuracy")
+    groups = groups or {column: [column] for column in grid.columns}
+    same = lambda r: r.replace(seed=0, evals_per_epoch=1)  # noqa: E731  (neither changes training)
+    chosen = {}
+    for name, columns in groups.items():
+        lr, column = grid[columns].stack().idxmax()
+        chosen[name] = (lr, column)
+        lrs = grid[column].dropna().index
+        edge = " (at the edge of its lr grid: the optimum may lie beyond it)" if lr in (lrs.min(), lrs.max()) else ""
+        picked = frame[(frame.configuration == column) & (frame.lr == lr)].recipe.iloc[0]
+        runs = "what the comparison runs at" if same(picked) == same(runs_at[name]) else (
+            f"the comparison runs {runs_at[name].describe()}")
+        print(f"{name}: chosen {column} at peak lr {lr:g}{edge}; {runs}")
+    best, n = float(grid.max().max()), len(next(iter(sweep.runs.values())).row["val_predictions"])
+    print(f"one run's validation accuracy has a binomial SE of {math.sqrt(best * (1 - best) / n):.3f} ({n} sentences): "
+          "lrs closer than that are a choice, not a finding")
+    return grid, chosen
+
+
 def save_summary(name: str, table, directory=None) -> None:
     """Write a notebook's summary table where ``python -m ftcourse run`` collects it
     (``FTCOURSE_RESULTS_DIR``; nothing is written when it is unset)."""
