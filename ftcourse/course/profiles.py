@@ -400,7 +400,9 @@ PROFILES: dict[str, Profile] = {
         # seeds each (mde <= 0.02 at a paired sd ~0.014); the articles' cosine, step and exponential at linear's lr, 3
         # seeds (secondary: cut first). The sweep chose 3e-5, its lowest lr, for both constant schedules: the grid was
         # extended down by one step (1e-5)
-        schedules=Schedules(seeds=tuple(range(8)), sweep_lrs=(1e-5, 3e-5, 1e-4, 3e-4), lr_finder_steps=50),
+        # chosen: the extended sweep's choice on validation (3e-5 for both), now inside the grid
+        schedules=Schedules(seeds=tuple(range(8)), sweep_lrs=(1e-5, 3e-5, 1e-4, 3e-4), chosen=(3e-5, 3e-5),
+                            lr_finder_steps=50),
         # 07: the baseline's length (3,000 examples x 2 epochs = 376 steps), so plain fine-tuning at the baseline lr is
         # the bank's stored baseline and its lr sweep is notebook 12's; LLRD's peak lr x decay swept on seed 100, then
         # 8 seeds a configuration for the +-0.02 equivalence margin (a paired sd ~0.014 needs 7-8 for 80% power).
