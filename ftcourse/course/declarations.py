@@ -482,8 +482,10 @@ def _schedules(p) -> Declaration:
     arms += [Arm(name, recipes[name], s.seeds, cell="comparison") for name in ("linear", "constant", "constant_with_warmup")]
     arms.append(Arm("ReduceLROnPlateau", recipes["constant"], s.seeds[:s.plateau_runs],
                     custom="PlateauOnValidation callback", cell="ReduceLROnPlateau"))
-    comparisons = [Comparison("constant", "linear"), Comparison("constant_with_warmup", "linear"),
-                   Comparison("constant", "constant_with_warmup")]
+    # a cycle, so that each arm leads one difference: the schedule against a constant lr, the decay after the same
+    # warmup, the warmup at a constant lr
+    comparisons = [Comparison("constant", "linear"), Comparison("linear", "constant_with_warmup"),
+                   Comparison("constant_with_warmup", "constant")]
     comparisons += [Comparison(name, "linear") for name in s.compared]
     # other work (the lesson, the schedules' figures, two LR range tests and the 60 steps before the second): 60 s
     return Declaration("06_lr_schedules", tuple(arms), comparisons=tuple(comparisons), banked=True,
