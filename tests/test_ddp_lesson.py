@@ -124,3 +124,32 @@ def test_bad_arguments_are_named():
         ddp_lesson.fine_tune_on_processes([("a", Recipe(), "yes")])
     with pytest.raises(ValueError, match="keep_weights must hold job numbers 0..0"):
         ddp_lesson.fine_tune_on_processes([("a", Recipe(), True)], keep_weights=[1])
+
+
+class _LauncherThatFailsWhileLeaving:
+    """A stand-in for the torchrun process: it saves ``reported`` ranks' results, then exits with SIGABRT's status."""
+
+    def __init__(self, reported):
+        self.reported = reported
+
+    def __call__(self, command, **kwargs):
+        out = Path(command[command.index("ftcourse.course.ddp_lesson") + 2])
+        for rank in range(self.reported):
+            torch.save({"rank": rank}, out / f"rank{rank}.pt")
+        self.returncode, self.pid = -6, 0
+        return self
+
+    def communicate(self, timeout=None):
+        return "", "terminate called without an active exception\n  exitcode  : -6 (pid: 1)  (SIGABRT)\n"
+
+
+def test_a_failure_after_every_process_reported_keeps_the_results_and_says_why(monkeypatch, capsys):
+    monkeypatch.setattr(ddp_lesson.subprocess, "Popen", _LauncherThatFailsWhileLeaving(2))
+    assert ddp_lesson.launch("processes_started", 2, verbose=False) == [{"rank": 0}, {"rank": 1}]
+    assert "failed after all 2 processes had reported (exitcode  : -6" in capsys.readouterr().out
+
+
+def test_a_failure_before_every_process_reported_raises(monkeypatch):
+    monkeypatch.setattr(ddp_lesson.subprocess, "Popen", _LauncherThatFailsWhileLeaving(1))
+    with pytest.raises(RuntimeError, match="(?s)failed \\(exit status -6\\).*without an active exception"):
+        ddp_lesson.launch("processes_started", 2, verbose=False)
