@@ -550,15 +550,40 @@ def _reinit(p) -> Declaration:
                        other_work_s=_other(p, 9, ci=5))
 
 
+def swa_recipes(p) -> dict[str, Recipe]:
+    """09's recipes by arm (seed 0): the normal schedule (the baseline's recipe at the SWA group's length, at 12's
+    chosen full fine-tuning lr: in the cpu profile, the bank's stored baseline) and SWA from each start at the chosen
+    swa_lr, which keeps the normal schedule's peak lr before its start (SWA runs validate ``evals_per_epoch`` times an
+    epoch: evaluation never changes training)."""
+    w = p.swa
+    normal = baseline_recipe(p).replace(train_size=w.train_size, epochs=w.epochs, lr=p.lora.chosen[0])
+    lighter = normal.replace(evals_per_epoch=w.evals_per_epoch)  # evaluation never changes training
+    starts = (w.start,) if w.other_start is None else (w.start, w.other_start)
+    return {"normal schedule": normal} | {f"SWA from {s:.0%}": lighter.replace(swa_start=s, swa_lr=w.chosen_swa_lr)
+                                          for s in starts}
+
+
 def _swa(p) -> Declaration:
     w = p.swa
-    base = baseline_recipe(p).replace(train_size=w.train_size, epochs=w.epochs, evals_per_epoch=w.evals_per_epoch)
-    # per seed: the normal schedule (callbacks average its tail) and SWA. Other work (demo runs, scoring): 102 s
-    arms = (Arm("normal schedule", base, w.seeds, custom="tail-average and EMA callbacks", extra_val_pass=True),
-            Arm("SWA", base, w.seeds, custom="SWACallback", extra_val_pass=True))
-    return Declaration("09_swa", arms, comparisons=(Comparison("SWA", "normal schedule"),),
-                       canaries=_canaries(base.replace(swa_start=w.start), base),
-                       other_work_s=_other(p, 102, ci=30))
+    recipes = swa_recipes(p)
+    normal, main = recipes["normal schedule"], f"SWA from {w.start:.0%}"
+    # 1. the normal schedule's lr is 12's sweep of full fine-tuning (the same runs); SWA's swa_lr on validation (its
+    # average's accuracy), one selection seed (never reused), SWA from the main start
+    arms = [Arm(f"normal schedule, lr {lr:g} (sweep)", normal.replace(lr=lr, evals_per_epoch=p.lora.evals_per_epoch),
+                (p.lora.selection_seed,), cell="lr sweep") for lr in p.lora.full_lrs]
+    arms += [Arm(f"{main}, swa_lr {lr:g} (sweep)", recipes[main].replace(swa_lr=lr), (w.selection_seed,), cell="lr sweep")
+             for lr in w.swa_lrs]
+    # 2. every arm at its chosen lr over fresh seeds; the average is also compared with its own run's last weights
+    # (the last evaluation of the same runs: no run of its own)
+    arms += [Arm(label, recipe, w.seeds, cell="comparison") for label, recipe in recipes.items()]
+    # "SWA improves generalisation" (Izmailov et al. 2018): a paired difference; "SWA adds little" to fine-tuning: an
+    # equivalence, its margin stated here, before any run
+    comparisons = [Comparison(main, "normal schedule"), Comparison(main, "normal schedule", "equivalence", margin=0.02)]
+    if w.other_start is not None:
+        comparisons.append(Comparison(f"SWA from {w.other_start:.0%}", main))
+    # other work (the lesson, three one-epoch demo runs, update_bn and the EMA's buffers): 60 s
+    return Declaration("09_swa", tuple(arms), comparisons=tuple(comparisons), banked=True,
+                       canaries=_canaries(recipes[main], normal), other_work_s=_other(p, 60, ci=30))
 
 
 def _early_stopping(p) -> Declaration:

@@ -176,15 +176,23 @@ class Reinit:
 
 @dataclass(frozen=True)
 class SWA:
-    """09: training examples, seeds, epochs and validation passes per epoch of its runs (the normal
-    schedule and SWA, per seed); ``start``: fraction of training after which SWA averages (Izmailov
-    et al.'s 75%); ``demo_train_size`` examples (one epoch) of the plain-PyTorch-vs-callback check,
-    whose LLRD groups decay by ``llrd_decay`` per layer."""
+    """09: SWA against the normal schedule, where Izmailov et al. (2018) apply it: the normal schedule (linear warmup
+    and decay, at 12's validated full fine-tuning lr ``lora.chosen[0]``) until ``start`` of the run, then a constant
+    ``swa_lr`` and an equal average of the weights after every step. ``swa_lrs`` are swept on ``selection_seed``
+    (a seed the comparison never reuses), each run scored by its average's validation accuracy; ``chosen_swa_lr``
+    is the sweep's choice (the notebook recomputes it and says whether it agrees). Then SWA from ``start`` and from
+    ``other_start`` (None: none) at ``chosen_swa_lr``, and the normal schedule, over ``seeds``. ``train_size`` x
+    ``epochs``: every run's length, validated ``evals_per_epoch`` times an epoch. ``demo_train_size`` examples (one
+    epoch): the plain-PyTorch-vs-callback check, whose LLRD groups decay by ``llrd_decay`` per layer."""
     train_size: int = 3000
     seeds: tuple[int, ...] = (0, 1, 2)
     epochs: int = 2
     evals_per_epoch: int = 1
     start: float = 0.75
+    other_start: float | None = 0.5
+    selection_seed: int = 100
+    swa_lrs: tuple[float, ...] = (1e-5, 3e-5, 1e-4)
+    chosen_swa_lr: float = 3e-5
     demo_train_size: int = 480
     llrd_decay: float = 0.9
 
@@ -357,7 +365,7 @@ PROFILES: dict[str, Profile] = {
         # 07 in ci analyses the cpu bank: these sizes are its canaries'
         llrd=LLRD(decays=(0.8,), lrs=(1e-4,), seeds=(0, 1), train_size=160, epochs=1, chosen=(1e-4, 0.8)),
         reinit=Reinit(layers=(0, 2), seeds=(0, 1, 2, 3), epochs=2, lr=1e-4, train_size=160, curve_val_size=128),
-        swa=SWA(train_size=192, seeds=(0, 1), epochs=2, demo_train_size=160),
+        swa=SWA(train_size=192, seeds=(0, 1), epochs=2, demo_train_size=160, swa_lrs=(3e-5,), other_start=None),
         # patience 1 in ci: its 8 evaluations on 128 sentences must stop before the end (notebook 10 asserts it)
         early_stopping=EarlyStopping(train_size=256, seeds=(0, 1), epochs=4, evals_per_epoch=2, patience=1),
         combined=Combined(train_size=64, seeds=(0, 1), reinit_layers=2, patience=2, epochs=1, llrd_decay=0.8),
@@ -413,7 +421,7 @@ PROFILES: dict[str, Profile] = {
         # and validation is flat from ~40), 3 passes over 128 validation sentences, the full test: ~24 s a run
         # (measured at ~75 training examples/s), 2 x 10 runs ~8.5 min with the notebook's start.
         reinit=Reinit(layers=(0, 2), seeds=tuple(range(10)), epochs=3, lr=1e-4, train_size=320, curve_val_size=128),
-        swa=SWA(train_size=800, seeds=(0, 1, 2, 3), epochs=2, demo_train_size=480),
+        swa=SWA(seeds=tuple(range(8)), swa_lrs=(1e-5, 3e-5, 1e-4, 3e-4), chosen_swa_lr=3e-5),
         early_stopping=EarlyStopping(train_size=400, seeds=(0, 1, 2, 3), epochs=4, evals_per_epoch=2, patience=2),
         # 6 rows x 3 seeds of 63 steps (1,000 sentences, 1 epoch; measured ~30 s a run, ~48 s for the row that
         # validates 4x) + the control (2 rows x 3 seeds x 126 steps, ~37 s a run): ~13 min, inside the 15-min budget.
@@ -460,7 +468,8 @@ PROFILES: dict[str, Profile] = {
         # 08: 500 examples x 6 epochs = 96 steps a run, 6 validation passes; 4 x 10 runs ~16 min at the T4
         # assumption. 5 layers: the article's (and notebook 11's) choice.
         reinit=Reinit(layers=(0, 1, 3, 5), seeds=tuple(range(10)), epochs=6, lr=2e-5, train_size=500, curve_val_size=None),
-        swa=SWA(train_size=8000, seeds=(0, 1, 2, 3, 4), epochs=2, demo_train_size=640),
+        swa=SWA(train_size=8000, seeds=(0, 1, 2, 3, 4), epochs=2, demo_train_size=640, swa_lrs=(2e-6, 6e-6, 2e-5),
+                chosen_swa_lr=6e-6),
         early_stopping=EarlyStopping(train_size=1000, seeds=(0, 1, 2, 3, 4), epochs=5, evals_per_epoch=2, patience=2),
         # 11: few-sample (Zhang et al. 2021 study 1,000-example sets), 1,400 examples: 45 runs ~17 min at the T4
         # assumption (8,000 examples took ~60)
