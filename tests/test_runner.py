@@ -217,3 +217,35 @@ def test_the_final_validation_reuses_the_loops_last_evaluation(tiny_setup):
     again = evaluate(result.model, ftdata.make_loader(splits["validation"], tokenizer, 8, shuffle=False), return_predictions=True)
     assert again["accuracy"] == result.row["val_accuracy"]
     np.testing.assert_array_equal(again["predictions"], result.val_predictions)
+
+
+def _sweep_of(cells):
+    """A stand-in for declared_runs' result: {(label, seed): run} with a recipe and a validation accuracy."""
+    from types import SimpleNamespace
+
+    from ftcourse.course.recipes import Recipe
+
+    return SimpleNamespace(runs={(label, 100): SimpleNamespace(record={"recipe": recipe.to_dict()},
+                                                               row={"val_accuracy": acc, "val_predictions": np.zeros(872)})
+                                 for label, recipe, acc in cells})
+
+
+def test_a_sweep_choice_reads_each_configurations_own_lr_field_and_flags_an_edge(capsys):
+    from ftcourse.course.recipes import Recipe
+    from ftcourse.course.reports import choose_on_validation
+
+    normal, swa = Recipe(seed=100), Recipe(seed=100, swa_start=0.75)
+    cells = [(f"normal, lr {lr:g} (sweep)", normal.replace(lr=lr), acc) for lr, acc in ((3e-5, 0.80), (1e-4, 0.85), (3e-4, 0.82))]
+    cells += [(f"SWA from 75%, swa_lr {lr:g} (sweep)", swa.replace(swa_lr=lr), acc)
+              for lr, acc in ((1e-5, 0.86), (3e-5, 0.84), (1e-4, 0.83))]
+    grid, chosen = choose_on_validation(_sweep_of(cells), {"normal": normal.replace(lr=1e-4), "SWA": swa.replace(swa_lr=3e-5)},
+                                        groups={"normal": ["normal"], "SWA": ["SWA from 75%"]},
+                                        fields={"SWA from 75%": "swa_lr"})
+    assert chosen == {"normal": (1e-4, "normal"), "SWA": (1e-5, "SWA from 75%")}
+    assert grid.loc[1e-5, "SWA from 75%"] == 0.86 and np.isnan(grid.loc[1e-5, "normal"])
+    out = capsys.readouterr().out
+    assert "normal: chosen normal at peak lr 0.0001; what the comparison runs at" in out
+    assert "SWA: chosen SWA from 75% at swa_lr 1e-05 (at the edge of its lr grid" in out
+    assert "the comparison runs " in out.split("SWA: chosen")[1]  # runs_at holds 3e-5, not the choice
+    with pytest.raises(ValueError, match="fields names configurations the sweep does not hold: \\['SWA'\\]"):
+        choose_on_validation(_sweep_of(cells), {}, fields={"SWA": "swa_lr"})

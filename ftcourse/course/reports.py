@@ -72,27 +72,37 @@ def plot_seed_results(results, metric: str = "test_accuracy", by: str = "label",
     return ax
 
 
-def choose_on_validation(sweep, runs_at: dict, groups: dict | None = None):
+def choose_on_validation(sweep, runs_at: dict, groups: dict | None = None, fields: dict | None = None):
     """An lr sweep's choice, recomputed from its runs (``sweep``: what ``declared_runs`` gives for the notebook's
     "lr sweep" cell, one selection seed), and checked against what the comparison runs at.
 
-    Returns ``(grid, chosen)``: ``grid``, validation accuracy by peak lr (rows) and configuration (columns: each sweep
-    arm's label without its ", lr ..." suffix); ``chosen``, ``{group: (lr, column)}``, the best cell of each group's
-    columns (``groups``: ``{name: [columns]}``, chosen jointly, e.g. LLRD's lr and decay; default: one group a column).
-    Prints, per group, the choice, whether it lies at the edge of its lr grid (then the optimum may lie beyond: extend
-    the grid), and whether it is the recipe the comparison runs at (``runs_at``: ``{group: recipe}``; equal up to the
-    seed and the number of evaluations, which never change training); then one run's binomial standard error."""
+    Returns ``(grid, chosen)``: ``grid``, validation accuracy by lr (rows) and configuration (columns: each sweep arm's
+    label without its last ", <field> <value> (sweep)" part); ``chosen``, ``{group: (lr, column)}``, the best cell of
+    each group's columns (``groups``: ``{name: [columns]}``, chosen jointly, e.g. LLRD's lr and decay; default: one
+    group a column). The lr of a configuration is its recipe's peak ``lr``, or the recipe field ``fields`` names for
+    it (``{column: "swa_lr"}``: SWA's constant lr). Prints, per group, the choice, whether it lies at the edge of its
+    grid (then the optimum may lie beyond: extend the grid), and whether it is the recipe the comparison runs at
+    (``runs_at``: ``{group: recipe}``; equal up to the seed and the number of evaluations, which never change
+    training); then one run's binomial standard error."""
     import math
 
     import pandas as pd
 
     from .recipes import Recipe
 
+    fields = fields or {}
     recipes = {key: Recipe.from_dict(run.record["recipe"]) for key, run in sweep.runs.items()}
-    rows = [{"configuration": label.split(", lr")[0], "lr": recipes[label, seed].lr,
-             "val_accuracy": run.row["val_accuracy"], "recipe": recipes[label, seed]}
-            for (label, seed), run in sweep.runs.items()]
+    rows = []
+    for (label, seed), run in sweep.runs.items():
+        configuration = label.rsplit(", ", 1)[0]
+        field = fields.get(configuration, "lr")
+        rows.append({"configuration": configuration, "field": field, "lr": getattr(recipes[label, seed], field),
+                     "val_accuracy": run.row["val_accuracy"], "recipe": recipes[label, seed]})
     frame = pd.DataFrame(rows)
+    unknown = set(fields) - set(frame.configuration)
+    if unknown:
+        raise ValueError(f"fields names configurations the sweep does not hold: {sorted(unknown)}; "
+                         f"it holds {sorted(set(frame.configuration))}")
     grid = frame.pivot_table(index="lr", columns="configuration", values="val_accuracy")
     groups = groups or {column: [column] for column in grid.columns}
     same = lambda r: r.replace(seed=0, evals_per_epoch=1)  # noqa: E731  (neither changes training)
@@ -105,7 +115,8 @@ def choose_on_validation(sweep, runs_at: dict, groups: dict | None = None):
         picked = frame[(frame.configuration == column) & (frame.lr == lr)].recipe.iloc[0]
         runs = "what the comparison runs at" if same(picked) == same(runs_at[name]) else (
             f"the comparison runs {runs_at[name].describe()}")
-        print(f"{name}: chosen {column} at peak lr {lr:g}{edge}; {runs}")
+        field = "peak lr" if fields.get(column, "lr") == "lr" else fields[column]
+        print(f"{name}: chosen {column} at {field} {lr:g}{edge}; {runs}")
     best, n = float(grid.max().max()), len(next(iter(sweep.runs.values())).row["val_predictions"])
     print(f"one run's validation accuracy has a binomial SE of {math.sqrt(best * (1 - best) / n):.3f} ({n} sentences): "
           "lrs closer than that are a choice, not a finding")
