@@ -87,8 +87,11 @@ def test_check_runs_accepts_the_declaration_and_names_each_difference():
 
 
 def test_a_chosen_lr_matches_any_value_of_its_grid_and_nothing_else():
-    cpu = PROFILES["cpu"]
-    d = declared.declaration("02", cpu)
+    # an lr swept on one seed, then chosen for the others while the notebook runs (no banked notebook chooses live)
+    base = Recipe(train_size=320, epochs=1)
+    d = declared.Declaration("xx_choice", (declared.Arm("sweep", base.replace(lr=1e-4), (100,)),
+                                           declared.Arm("chosen", base.replace(lr=1e-4), (0, 1),
+                                                        choice=declared.Choice("lr", (1e-4, 3e-4)))))
     runs = d.runs()
     chosen = [r for r in runs if r.choice is not None]
     assert chosen and all(r.choice.field == "lr" for r in chosen)

@@ -354,23 +354,35 @@ def _baseline(p) -> Declaration:
                        canaries=_canaries(base, base), other_work_s=_other(p, 62, ci=10))
 
 
+def accumulation_recipes(p) -> dict[str, Recipe]:
+    """02's recipes by arm (seed 0): the profile's batch (the baseline's recipe at the accumulation group's length, at
+    12's chosen full fine-tuning lr: in the cpu profile, the bank's stored baseline) and the large effective batch,
+    micro-batches of the profile's batch accumulated k times, at its chosen lr (validated ``evals_per_epoch`` times an
+    epoch: evaluation never changes training)."""
+    a = p.accumulation
+    small = baseline_recipe(p).replace(train_size=a.train_size, epochs=a.epochs, lr=p.lora.chosen[0])
+    k = -(-a.large_batch // p.batch_size)
+    large = small.replace(batch_size=p.batch_size * k, accumulation_steps=k, evals_per_epoch=a.evals_per_epoch,
+                          lr=a.chosen_large_lr)
+    return {f"effective batch {small.batch_size}": small, f"effective batch {large.batch_size} (k = {k})": large}
+
+
 def _accumulation(p) -> Declaration:
     a = p.accumulation
-    base = baseline_recipe(p).replace(train_size=a.train_size, epochs=a.epochs, evals_per_epoch=a.evals_per_epoch)
-    other_seeds = tuple(s for s in a.seeds if s != a.sweep_seed)
-    sweep, chosen = [], []
-    for effective, lrs in a.lr_grids:
-        k = -(-effective // p.batch_size)
-        batch = base.replace(batch_size=p.batch_size * k, accumulation_steps=k)
-        sweep += [Arm(f"lr sweep, effective batch {effective}", batch.replace(lr=lr), (a.sweep_seed,), cell="lr sweep")
-                  for lr in lrs]
-        chosen.append(Arm(f"effective batch {effective}", batch.replace(lr=lrs[0]), other_seeds,
-                          choice=Choice("lr", tuple(lrs)), cell="more seeds at the chosen lrs"))
+    recipes = accumulation_recipes(p)
+    (small_label, small), (large_label, large) = recipes.items()
+    # 1. each batch's lr on validation, one selection seed (never reused): the profile's batch reuses 12's sweep of full
+    # fine-tuning (the same runs), the large batch sweeps its own grid (the linear and square-root scaling rules' lrs)
+    arms = [Arm(f"{small_label}, lr {lr:g} (sweep)", small.replace(lr=lr, evals_per_epoch=p.lora.evals_per_epoch),
+                (p.lora.selection_seed,), cell="lr sweep") for lr in p.lora.full_lrs]
+    arms += [Arm(f"{large_label}, lr {lr:g} (sweep)", large.replace(lr=lr), (a.selection_seed,), cell="lr sweep")
+             for lr in a.large_lrs]
+    # 2. both at their chosen lr over fresh seeds, equal epochs. "A bigger batch (by accumulation) is the most effective
+    # suggestion" and "a large batch overfits" ("八个建议"): paired differences
+    arms += [Arm(label, recipe, a.seeds, cell="comparison") for label, recipe in recipes.items()]
     # other work (the float64 proof, Trainer's 3 one-step runs, the micro-batch sweep, the batch-size finder): 46 s
-    return Declaration("02_gradient_accumulation", (*sweep, *chosen),
-                       comparisons=(Comparison(chosen[-1].label, chosen[0].label),),
-                       canaries=_canaries(sweep[0].recipe, sweep[-1].recipe), other_work_s=_other(p, 46, ci=30),
-                       cells=("lr sweep", "more seeds at the chosen lrs"))
+    return Declaration("02_gradient_accumulation", tuple(arms), comparisons=(Comparison(large_label, small_label),),
+                       banked=True, canaries=_canaries(large, small), other_work_s=_other(p, 46, ci=30))
 
 
 def _freezing(p) -> Declaration:

@@ -30,16 +30,19 @@ from .pretrained import MINILM_ID
 
 @dataclass(frozen=True)
 class Accumulation:
-    """02. Main comparison (effective batch vs accuracy at equal epochs): every effective batch of
-    ``lr_grids`` ((effective batch, lrs) pairs; micro-batch = the profile's batch size, so
-    k = effective / micro-batch) trains on ``train_size`` examples for ``epochs``, once per lr on
-    ``sweep_seed``; its lr is the one with the best validation accuracy; then it runs over ``seeds``
-    at that lr (the ``sweep_seed`` run is reused) and the effective batches are compared on test.
-    ``evals_per_epoch``: validation passes of those runs. Demonstrations: the float64 proof's window
-    of ``proof_accumulation`` micro-batches of ``proof_micro_batch`` sentences; ``sweep_steps``
-    optimizer steps per micro-batch size in the memory and time sweep."""
-    lr_grids: tuple[tuple[int, tuple[float, ...]], ...] = ((16, (1e-4,)), (64, (2e-4,)))
-    sweep_seed: int = 0
+    """02: effective batch ``large_batch`` reached by accumulating micro-batches of the profile's batch size
+    (k = large_batch / batch_size) against the profile's batch itself, at equal epochs (``train_size`` x ``epochs``),
+    each at its own validated lr: the batch's is notebook 12's sweep of full fine-tuning (``lora.full_lrs``, the same
+    runs), the large batch's is swept over ``large_lrs`` on ``selection_seed`` (a seed the comparison never reuses),
+    ``chosen_large_lr`` being the sweep's choice (the notebook recomputes it and says whether it agrees). Then both
+    over ``seeds`` (the batch's: the stored baseline where the sizes match); the large batch's runs validate
+    ``evals_per_epoch`` times an epoch. Demonstrations: the float64 proof's window of ``proof_accumulation``
+    micro-batches of ``proof_micro_batch`` sentences; ``sweep_steps`` optimizer steps per micro-batch size in the
+    memory and time sweep."""
+    large_batch: int = 32
+    large_lrs: tuple[float, ...] = (2e-4,)
+    chosen_large_lr: float = 2e-4
+    selection_seed: int = 100
     seeds: tuple[int, ...] = (0, 1)
     train_size: int = 1000
     epochs: int = 1
@@ -347,7 +350,7 @@ PROFILES: dict[str, Profile] = {
         warmup_ratio=0.1, weight_decay=0.01, seeds=(0, 1), amp=None,
         # SST-2 test is 50% positive: 0.6 is clearly above the majority class.
         min_test_accuracy=0.60, val_size=128, test_size=256,
-        accumulation=Accumulation(lr_grids=((16, (1e-4,)), (32, (2e-4,))), seeds=(0, 1), train_size=160, epochs=1,
+        accumulation=Accumulation(seeds=(0, 1), train_size=160, epochs=1,
                                   sweep_steps=2),
         freezing=Freezing(seeds=(0, 1), epochs=2, train_size=160, frozen_layers=(3,), gradual_seeds=(0, 1),
                           probe_lrs=(1e-4, 1e-2), probe_epochs=(10,), grad_norm_steps=20, timing_steps=2),
@@ -382,8 +385,8 @@ PROFILES: dict[str, Profile] = {
         # 1,700 examples, 1 epoch: 107 steps at batch 16, 27 at batch 64 (k = 4, the last window short); the
         # larger batch's grid is the smaller's times k (linear scaling; it holds the square-root rule's lr too).
         # 14 runs of ~33 s in the notebook (6 seeds at 2,000 examples ran 10.1 min).
-        accumulation=Accumulation(lr_grids=((16, (5e-5, 1e-4, 2e-4)), (64, (2e-4, 4e-4, 8e-4))),
-                                  seeds=(0, 1, 2, 3, 4), train_size=1700, epochs=1, sweep_steps=3),
+        accumulation=Accumulation(large_batch=64, large_lrs=(1e-4, 2e-4, 4e-4, 8e-4), chosen_large_lr=2e-4,
+                                  seeds=tuple(range(8)), train_size=3000, epochs=2, sweep_steps=3),
         # 140 steps a run (2,240 examples, 1 epoch): at 100 steps two of five full fine-tuning seeds were still
         # ~0.06 below the others, which made the paired interval +-0.04. Gradual unfreezing (not the main
         # comparison) runs 3 seeds to stay within the 10 minutes.
@@ -446,8 +449,8 @@ PROFILES: dict[str, Profile] = {
         batch_size=32, eval_batch_size=128, epochs=2, evals_per_epoch=4, lr=2e-5,
         warmup_ratio=0.1, weight_decay=0.01, seeds=(0, 1, 2, 3, 4), amp="auto",
         min_test_accuracy=0.88,
-        accumulation=Accumulation(lr_grids=((32, (1e-5, 2e-5, 4e-5)), (128, (4e-5, 8e-5, 1.6e-4))),
-                                  seeds=(0, 1, 2, 3, 4), train_size=4000, epochs=1, sweep_steps=8),
+        accumulation=Accumulation(large_batch=128, large_lrs=(4e-5, 8e-5, 1.6e-4), chosen_large_lr=8e-5,
+                                  seeds=(0, 1, 2, 3, 4), train_size=8000, epochs=2, sweep_steps=8),
         freezing=Freezing(seeds=(0, 1, 2, 3, 4), epochs=2, train_size=6000, frozen_layers=(4, 8),
                           gradual_seeds=(0, 1, 2, 3, 4), probe_lrs=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
                           probe_epochs=(10,), grad_norm_steps=100, timing_steps=5),
