@@ -243,3 +243,12 @@ def test_banked_runs_leave_the_plateau_and_run_three_times_as_long():
             assert len(losses) >= bank.PLATEAU_MARGIN * exit_step, (notebook, run.label, run.recipe.seed, exit_step)
             checked += 1
     assert checked >= 8
+
+
+def test_verifying_several_notebooks_reruns_a_shared_canary_once(monkeypatch):
+    asked = []
+    monkeypatch.setattr(bank, "verify_records", lambda keys, directory=None: asked.append(keys) or [])
+    bank.verify_notebooks(["01", "07", "09"])
+    (keys,) = asked
+    declared = [c.key() for n in ("01", "07", "09") for c in bank.declaration_of(bank._stem(n)).canaries]
+    assert keys == list(dict.fromkeys(declared)) and len(keys) < len(declared)  # 07 and 09 share one with 01

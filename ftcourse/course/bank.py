@@ -409,9 +409,17 @@ def compare_records(stored: dict, rerun: dict) -> str:
 def verify(notebook: str, runs: int | None = None, directory=None) -> list[Verification]:
     """Rerun stored runs of ``notebook`` (default: its two canaries; ``runs=K``: its first K declared runs) and check
     each (:func:`verify_records`)."""
-    stem = _stem(notebook)
-    d = declaration_of(stem)
-    keys = [c.key() for c in d.canaries] if runs is None else [r.recipe.key() for r in banked_runs(stem)][:runs]
+    return verify_notebooks([notebook], runs, directory)
+
+
+def verify_notebooks(notebooks, runs: int | None = None, directory=None) -> list[Verification]:
+    """:func:`verify` for several notebooks, each stored run rerun once however many of them declare it: notebooks
+    share canaries (02, 06, 07 and 09 rerun one of the baseline's), and CI gives the reruns 10 minutes in all."""
+    keys = []
+    for notebook in notebooks:
+        stem = _stem(notebook)
+        keys += ([c.key() for c in declaration_of(stem).canaries] if runs is None
+                 else [r.recipe.key() for r in banked_runs(stem)][:runs])
     return verify_records(list(dict.fromkeys(keys)), directory)
 
 
