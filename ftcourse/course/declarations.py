@@ -610,33 +610,40 @@ def _early_stopping(p) -> Declaration:
     return Declaration("10_early_stopping", arms, canaries=_canaries(stopped, base), other_work_s=_other(p, 51, ci=5))
 
 
+def combined_recipes(p) -> dict[str, Recipe]:
+    """11's cumulative rows by arm (seed 0), each adding one technique to the row above, at 07's length: the baseline
+    without warmup (at its chosen lr, ``combined.chosen_no_warmup_lr``), + warmup (07's "plain": the baseline at 12's
+    validated lr, in the cpu profile the bank's stored baseline), + LLRD (07's chosen peak lr and decay, its stored
+    runs), + re-init, + SWA (each group's lr held from its start: ``swa_lr=None``; validated
+    ``combined.evals_per_epoch`` times an epoch for the frequent-evaluation replay). The table's last row, + frequent
+    evaluation, replays the SWA runs' stored evaluations: no run of its own."""
+    c = p.combined
+    llrd = llrd_recipes(p)
+    plain, with_llrd = llrd["plain"], llrd[f"LLRD ({p.llrd.chosen[1]:g})"]
+    reinit = with_llrd.replace(reinit_layers=c.reinit_layers)
+    return {"baseline, no warmup": plain.replace(warmup_ratio=0.0, lr=c.chosen_no_warmup_lr,
+                                                 evals_per_epoch=p.llrd.evals_per_epoch),
+            "+ warmup": plain, "+ LLRD": with_llrd, "+ re-init": reinit,
+            "+ SWA": reinit.replace(swa_start=c.swa_start, evals_per_epoch=c.evals_per_epoch)}
+
+
 def _combined(p) -> Declaration:
     c = p.combined
-    base = baseline_recipe(p).replace(train_size=c.train_size, epochs=c.epochs, evals_per_epoch=1, warmup_ratio=0.0)
-    warm = base.replace(warmup_ratio=p.warmup_ratio)
-    often = warm.replace(evals_per_epoch=p.evals_per_epoch)
-    kit = "combined_fine_tune_kwargs pieces"
-    rows, full_cell = "baseline, + LLRD, + warmup, + re-init", "full recipe (and its grouped-LLRD variant where the profile has it)"
-    control = "run-length control (+ LLRD, + warmup)"
-    arms = [Arm("baseline", base, c.seeds, custom=f"{kit} (baseline)", cell=rows),
-            Arm("+ LLRD", base, c.seeds, custom=f"{kit} (+ LLRD)", cell=rows),
-            Arm("+ warmup", warm, c.seeds, custom=f"{kit} (+ warmup)", cell=rows),
-            Arm("+ re-init", warm, c.seeds, custom=f"{kit} (+ re-init)", cell=rows),
-            Arm("+ SWA", warm, c.seeds, custom=f"{kit} (+ SWA)", extra_val_pass=True),
-            Arm("+ frequent eval", often, c.seeds, custom=f"{kit} (full)", extra_val_pass=True, cell=full_cell)]
-    if c.grouped_llrd:
-        arms.append(Arm("full recipe, grouped LLRD", often, c.seeds, custom=f"{kit} (full, grouped LLRD)",
-                        extra_val_pass=True, cell=full_cell))
-    arms += [Arm("+ LLRD, longer", base.replace(epochs=c.control_epochs), c.seeds, custom=f"{kit} (+ LLRD, longer)",
-                 cell=control),
-             Arm("+ warmup, longer", warm.replace(epochs=c.control_epochs), c.seeds, custom=f"{kit} (+ warmup, longer)",
-                 cell=control)]
-    full = often.replace(llrd_decay=c.llrd_decay, reinit_layers=c.reinit_layers, swa_start=c.swa_start,
-                         early_stopping_patience=c.patience, select="best")
-    # Other work: 19 s
-    return Declaration("11_putting_it_together", tuple(arms),
-                       comparisons=tuple(Comparison(a.label, b.label) for a, b in zip(arms[1:6], arms[:5])),
-                       canaries=_canaries(full, base), other_work_s=_other(p, 19, ci=0), cells=(full_cell,))
+    recipes = combined_recipes(p)
+    labels = list(recipes)
+    no_warmup = recipes[labels[0]]
+    # 1. the baseline without warmup at its own lr, on validation (one selection seed, never reused); the other rows
+    # take the lrs validated where their technique was measured (12: the baseline; 07: LLRD) and add to them
+    arms = [Arm(f"{labels[0]}, lr {lr:g} (sweep)", no_warmup.replace(lr=lr), (c.selection_seed,), cell="lr sweep")
+            for lr in c.no_warmup_lrs]
+    # 2. every row over the same seeds
+    arms += [Arm(label, recipe, c.seeds, cell="cumulative table") for label, recipe in recipes.items()]
+    # each increment (the article's table, row by row: paired over seeds), and the rows' sum against the article's
+    # baseline; + frequent evaluation's increment is a replay of + SWA's runs, compared in the notebook
+    comparisons = [Comparison(a, b) for b, a in zip(labels, labels[1:])] + [Comparison(labels[-1], labels[0])]
+    # other work (the lesson, the article's two bugs replayed, save / reload / pipeline on a canary's model): 60 s
+    return Declaration("11_putting_it_together", tuple(arms), comparisons=tuple(comparisons), banked=True,
+                       canaries=_canaries(recipes["+ SWA"], no_warmup), other_work_s=_other(p, 60, ci=30))
 
 
 def lora_recipes(p) -> dict[str, Recipe]:
