@@ -102,6 +102,21 @@ def test_replaying_best_and_early_stopping_from_stored_predictions_matches_the_l
         assert replay["stopped_at_step"] == live.row["steps"] or not live.row["stopped_early"]
 
 
+def test_replaying_best_of_checkpoints_and_the_swa_average_matches_a_live_run(tiny_setup):
+    recipe = baseline_recipe(tiny_setup).replace(evals_per_epoch=4, lr=3e-3, seed=1, swa_start=0.5)
+    _, full = tiny_record(recipe)
+    live = fine_tune(recipe.replace(select="best"), model_factory=tiny_bert, progress=False)
+    replay = bank.replay_selection(full, average=True)
+    assert replay["test_accuracy"] == live.row["test_accuracy"]
+    np.testing.assert_array_equal(replay["test_predictions"], live.test_predictions)
+    checkpoint_only = bank.replay_selection(full)
+    assert checkpoint_only["chosen"] == "checkpoint"
+    # the average wins only when strictly better on validation than the best checkpoint
+    assert (replay["chosen"] == "average") == (full["metrics"]["val_accuracy"] > checkpoint_only["val_accuracy"])
+    with pytest.raises(ValueError, match="average=True needs a run that averages"):
+        bank.replay_selection({**full, "recipe": {**full["recipe"], "swa_start": None}}, average=True)
+
+
 def test_a_killed_build_loses_at_most_the_run_in_progress_and_a_rerun_skips_what_is_stored(tiny_setup, tmp_path, monkeypatch):
     recipes = [baseline_recipe(tiny_setup).replace(seed=s, epochs=1) for s in (0, 1, 2)]
     work = [(r, "01_baseline", "baseline", ()) for r in recipes]

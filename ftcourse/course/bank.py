@@ -468,27 +468,50 @@ def verify_records(keys: list[str], directory=None) -> list[Verification]:
     return results
 
 
-def replay_selection(record: dict, patience: int | None = None) -> dict:
+def replay_selection(record: dict, patience: int | None = None, average: bool = False) -> dict:
     """Early stopping (``patience`` evaluations; None: never stop) and best-checkpoint selection replayed from a
     stored run's evaluations, with the package's own :class:`~ftcourse.early_stopping.EarlyStopping`: the
-    evaluation it keeps, its ``step``, ``test_accuracy`` and ``test_predictions``, and ``stopped_at_step``, the step
-    a live run with ``select="best"`` and this patience would have stopped at. A live run gives the same test
-    predictions: evaluating did not perturb its training, and the restore is exact."""
+    evaluation it keeps, its ``step``, ``val_accuracy``, ``test_accuracy`` and ``test_predictions``, and
+    ``stopped_at_step``, the step a live run with ``select="best"`` and this patience would have stopped at. A live
+    run gives the same test predictions: evaluating did not perturb its training, and the restore is exact.
+
+    ``average=True``: the run's weight average (a recipe with ``swa_start`` and ``select="final"``: its final weights,
+    scored at the end) competes with the kept checkpoint, and wins only if strictly better on validation, as
+    ``select="best"`` with SWA does (:class:`ftcourse.course.combined.BestOfCallback`); ``chosen`` says which won
+    ("checkpoint" or "average")."""
     from torch import nn
 
     from ..early_stopping import EarlyStopping
 
     tracker, probe = EarlyStopping(patience=patience, mode="max", verbose=False), nn.Linear(1, 1)
     evaluations = record["evaluations"]
-    stopped_at = evaluations[-1]["step"] if evaluations else 0
+    if not evaluations:
+        raise ValueError(f"run {record.get('key', '?')} stores no evaluations: nothing to select from")
+    stopped_at = evaluations[-1]["step"]
     for e in evaluations:
         if tracker.step(e["val_accuracy"], probe):
             stopped_at = e["step"]
             break
     chosen = evaluations[tracker.best_index]
-    return {"index": tracker.best_index, "step": chosen["step"], "val_accuracy": chosen["val_accuracy"],
-            "test_accuracy": chosen["test_accuracy"], "test_predictions": unpack_predictions(chosen["test_predictions"]),
-            "stopped_at_step": stopped_at}
+    kept = {"chosen": "checkpoint", "index": tracker.best_index, "step": chosen["step"],
+            "val_accuracy": chosen["val_accuracy"], "test_accuracy": chosen["test_accuracy"],
+            "test_predictions": unpack_predictions(chosen["test_predictions"]), "stopped_at_step": stopped_at}
+    if average:
+        recipe = record["recipe"]
+        if recipe.get("swa_start") is None or recipe.get("select", "final") != "final":
+            raise ValueError("average=True needs a run that averages its weights and keeps the average (swa_start set, "
+                             f"select='final'); run {record.get('key', '?')} has swa_start={recipe.get('swa_start')!r}, "
+                             f"select={recipe.get('select')!r}")
+        metrics = record["metrics"]
+        if metrics["val_accuracy"] > chosen["val_accuracy"]:
+            kept.update(chosen="average", index=None, step=metrics["steps"], val_accuracy=metrics["val_accuracy"],
+                        test_accuracy=metrics["test_accuracy"], test_predictions=record_predictions(record, "final"))
+    return kept
+
+
+def record_predictions(record: dict, output: str = "final", split: str = "test") -> np.ndarray:
+    """The predictions a stored run's named output (``final``, ``swa``, ...) made on ``split`` ("val" or "test")."""
+    return unpack_predictions(record["outputs"][output][f"{split}_predictions"])
 
 
 def _without_seed(recipe: dict) -> dict:
