@@ -20,7 +20,7 @@ python -m pytest tests
 t2=$SECONDS
 echo "== unit tests: $((t2 - t1)) s"
 # The seed bank: every complete notebook's canaries rerun against their stored records (bit-identical on the machine
-# that built them, else within their arm's seed range +- 0.01), capped at 10 minutes in all.
+# that built them, else within their arm's seed range +- 0.01), 1-thread reruns one per core, capped at 10 minutes.
 echo "== bank: canaries of every complete notebook's bank"
 timeout 600 python -m ftcourse bank verify --complete
 t2=$SECONDS

@@ -197,6 +197,31 @@ def test_verify_passes_bit_identically_and_fails_on_a_planted_change(tiny_setup,
     assert other.passed and other.check.startswith("within the arm's seed range")
 
 
+def test_verifying_in_several_processes_gives_the_results_of_one_in_the_order_asked(tiny_setup, tmp_path, monkeypatch):
+    from contextlib import nullcontext
+
+    from ftcourse.course import runner
+
+    real = runner.fine_tune
+    monkeypatch.setattr(runner, "fine_tune", lambda r, **kw: real(r, model_factory=tiny_bert, **kw))
+    keys = []
+    for seed in (0, 1, 2):
+        _, record = tiny_record(baseline_recipe(tiny_setup).replace(epochs=1, seed=seed))
+        bank.save_record(record, tmp_path)
+        keys.append(record["key"])
+    pools = []
+    # one after another here stands in for the spawned workers, which would not see the tiny model (and threads would
+    # share torch's global RNG: seeded runs are isolated only in processes)
+    serial = type("Serial", (), {"map": staticmethod(map)})()
+    monkeypatch.setattr(bank, "_verification_pool", lambda jobs: pools.append(jobs) or nullcontext(serial))
+    one = bank.verify_records(keys, directory=tmp_path)
+    several = bank.verify_records(keys, directory=tmp_path, jobs=2)
+    assert pools == [2] and [v.key for v in several] == keys == [v.key for v in one]
+    assert all(v.passed and v.check == "bit-identical" for v in several), [v.detail for v in several]
+    with pytest.raises(ValueError, match="jobs must be an int >= 1"):
+        bank.verify_records(keys, directory=tmp_path, jobs=0)
+
+
 def test_the_committed_bank_is_complete_where_it_says_so():
     # a notebook marked complete has every declared run stored and fresh (never a stale one used in its place)
     records = bank.load_records()
@@ -262,7 +287,7 @@ def test_banked_runs_leave_the_plateau_and_run_three_times_as_long():
 
 def test_verifying_several_notebooks_reruns_a_shared_canary_once(monkeypatch):
     asked = []
-    monkeypatch.setattr(bank, "verify_records", lambda keys, directory=None: asked.append(keys) or [])
+    monkeypatch.setattr(bank, "verify_records", lambda keys, directory=None, jobs=1: asked.append(keys) or [])
     bank.verify_notebooks(["01", "07", "09"])
     (keys,) = asked
     declared = [c.key() for n in ("01", "07", "09") for c in bank.declaration_of(bank._stem(n)).canaries]

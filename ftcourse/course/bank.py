@@ -412,15 +412,16 @@ def verify(notebook: str, runs: int | None = None, directory=None) -> list[Verif
     return verify_notebooks([notebook], runs, directory)
 
 
-def verify_notebooks(notebooks, runs: int | None = None, directory=None) -> list[Verification]:
+def verify_notebooks(notebooks, runs: int | None = None, directory=None, jobs: int = 1) -> list[Verification]:
     """:func:`verify` for several notebooks, each stored run rerun once however many of them declare it: notebooks
-    share canaries (02, 06, 07 and 09 rerun one of the baseline's), and CI gives the reruns 10 minutes in all."""
+    share canaries (02, 06, 07 and 09 rerun one of the baseline's), and CI gives the reruns 10 minutes in all
+    (``jobs``: see :func:`verify_records`)."""
     keys = []
     for notebook in notebooks:
         stem = _stem(notebook)
         keys += ([c.key() for c in declaration_of(stem).canaries] if runs is None
                  else [r.recipe.key() for r in banked_runs(stem)][:runs])
-    return verify_records(list(dict.fromkeys(keys)), directory)
+    return verify_records(list(dict.fromkeys(keys)), directory, jobs=jobs)
 
 
 def declaration_of(stem: str):
@@ -429,43 +430,59 @@ def declaration_of(stem: str):
     return declaration(stem, _bank_profile())
 
 
-def verify_records(keys: list[str], directory=None) -> list[Verification]:
+def verify_records(keys: list[str], directory=None, jobs: int = 1) -> list[Verification]:
     """Rerun the stored runs ``keys`` and check each: **bit-identical** (every loss, gradient norm and prediction)
     when the CPU model and capability match the record (rerun at the recorded thread count), otherwise its test
-    accuracy **within the arm's stored seed range ± 0.01**."""
+    accuracy **within the arm's stored seed range ± 0.01**. ``jobs``: processes of one torch thread each, as a
+    build runs them (the bank's records are 1-thread runs, so two 1-thread reruns on 2 cores check them in half
+    the time); 1: here, one run after another. Results in the order of ``keys``."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
+    records = load_records(directory)
+    missing = [k for k in keys if k not in records]
+    if missing:
+        raise ValueError(f"not in the bank: {', '.join(missing)} (python -m ftcourse bank build NOTEBOOK)")
+    if jobs == 1 or len(keys) < 2:
+        return [_verify_one(key, directory) for key in keys]
+    with _verification_pool(min(jobs, len(keys))) as pool:
+        return list(pool.map(_verify_one, keys, [directory] * len(keys)))
+
+
+def _verification_pool(jobs: int):
+    """Fresh interpreters of one torch thread each (the build's workers)."""
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+
+
+def _verify_one(key: str, directory=None) -> Verification:
     import torch
 
     from . import runner
     from .recipes import Recipe
 
     records = load_records(directory)
-    missing = [k for k in keys if k not in records]
-    if missing:
-        raise ValueError(f"not in the bank: {', '.join(missing)} (python -m ftcourse bank build NOTEBOOK)")
-    results = []
+    stored = records[key]
+    exact = same_machine(stored)
     threads_before = torch.get_num_threads()
     try:
-        for key in keys:
-            stored = records[key]
-            exact = same_machine(stored)
-            torch.set_num_threads(stored["provenance"]["threads"] if exact else threads_before)
-            extras = tuple(name for name in stored["outputs"] if name not in ("final", "swa"))
-            result = runner.fine_tune(Recipe.from_dict(stored["recipe"]), record=True, outputs=extras, progress=False)
-            rerun = make_record(result, stored["notebook"], stored["label"])
-            if exact:
-                why = compare_records(stored, rerun)
-                results.append(Verification(key, stored["label"], "bit-identical", not why, why))
-                continue
-            # the arm: every stored run of the same recipe but its seed (a notebook's two canaries are one arm)
-            same_arm = [r["metrics"]["test_accuracy"] for r in records.values()
-                        if _without_seed(r["recipe"]) == _without_seed(stored["recipe"])]
-            low, high = min(same_arm) - 0.01, max(same_arm) + 0.01
-            acc = rerun["metrics"]["test_accuracy"]
-            results.append(Verification(key, stored["label"], "within the arm's seed range ± 0.01", low <= acc <= high,
-                                        f"test accuracy {acc:.4f}, range [{low:.4f}, {high:.4f}]"))
+        torch.set_num_threads(stored["provenance"]["threads"] if exact else threads_before)
+        extras = tuple(name for name in stored["outputs"] if name not in ("final", "swa"))
+        result = runner.fine_tune(Recipe.from_dict(stored["recipe"]), record=True, outputs=extras, progress=False)
     finally:
         torch.set_num_threads(threads_before)
-    return results
+    rerun = make_record(result, stored["notebook"], stored["label"])
+    if exact:
+        why = compare_records(stored, rerun)
+        return Verification(key, stored["label"], "bit-identical", not why, why)
+    # the arm: every stored run of the same recipe but its seed (a notebook's two canaries are one arm)
+    same_arm = [r["metrics"]["test_accuracy"] for r in records.values()
+                if _without_seed(r["recipe"]) == _without_seed(stored["recipe"])]
+    low, high = min(same_arm) - 0.01, max(same_arm) + 0.01
+    acc = rerun["metrics"]["test_accuracy"]
+    return Verification(key, stored["label"], "within the arm's seed range ± 0.01", low <= acc <= high,
+                        f"test accuracy {acc:.4f}, range [{low:.4f}, {high:.4f}]")
 
 
 def replay_selection(record: dict, patience: int | None = None, average: bool = False) -> dict:

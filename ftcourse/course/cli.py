@@ -340,7 +340,8 @@ def _bank(args) -> int:
         if not notebooks:
             print("no notebook's bank is marked complete yet: nothing to verify")
             return 0
-        results = bank.verify_notebooks(notebooks, runs=args.runs)  # a run shared by several notebooks: once
+        jobs = args.jobs or os.cpu_count() or 1  # 1-thread reruns, one per core, as the bank was built
+        results = bank.verify_notebooks(notebooks, runs=args.runs, jobs=jobs)  # a run shared by several notebooks: once
     except (ValueError, FileExistsError) as err:
         print(f"ftcourse bank: {err}", file=sys.stderr)
         return 2
@@ -404,6 +405,7 @@ def main(argv=None) -> int:
     verify.add_argument("notebook", nargs="?", default=None, help="number or name, e.g. 01")
     verify.add_argument("--complete", action="store_true", help="every notebook whose bank is marked complete (CI)")
     verify.add_argument("--runs", type=int, default=None, help="rerun the first K stored runs instead of the canaries")
+    verify.add_argument("--jobs", type=int, default=None, help="processes of one torch thread each (default: one per core)")
     args = parser.parse_args(argv)
     if args.command == "bank":
         return _bank(args)
