@@ -292,3 +292,18 @@ def test_verifying_several_notebooks_reruns_a_shared_canary_once(monkeypatch):
     (keys,) = asked
     declared = [c.key() for n in ("01", "07", "09") for c in bank.declaration_of(bank._stem(n)).canaries]
     assert keys == list(dict.fromkeys(declared)) and len(keys) < len(declared)  # 07 and 09 share one with 01
+
+
+def test_the_plateau_report_names_the_latest_exit_the_runs_that_leave_and_the_margin():
+    from types import SimpleNamespace
+
+    def run(exit_step, steps=100):
+        return SimpleNamespace(plateau_exit=lambda: exit_step, row={"steps": steps})
+
+    runs = bank.DeclaredRuns(results=None, runs={("a", 0): run(20), ("a", 1): run(25), ("b", 0): run(None, 50)})
+    assert runs.plateau_report("a").endswith("by step 25 in 2 of 2 runs; the runs are 4.0x that long")
+    assert runs.plateau_report("a").startswith("a: leaving the plateau (10-step mean training loss below 0.60)")
+    assert "by step 25 in 2 of 3 runs; the runs are 2.0x that long" in runs.plateau_report()  # the shortest run: 50
+    assert runs.plateau_report("b") == "b: no run leaves the plateau (10-step mean training loss below 0.60)"
+    with pytest.raises(ValueError, match="no runs labelled 'c'"):
+        runs.plateau_report("c")

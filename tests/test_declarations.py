@@ -206,3 +206,15 @@ def test_a_banked_notebook_runs_its_canaries_and_what_the_bank_lacks():
     assert [r.recipe.train_size for r in in_ci.runs()] == [320, 320]  # ci: its own small canaries only
     unbanked = declared.declaration("08", cpu)
     assert declared.expected_live_runs(unbanked, everything, "cpu", "cpu") is unbanked
+
+
+def test_recipes_of_a_cell_are_its_arms_recipes_in_order():
+    from ftcourse.course.profiles import PROFILES
+
+    d = declared.declaration("11", PROFILES["cpu"])
+    rows = d.recipes("cumulative table")
+    assert list(rows) == ["baseline, no warmup", "+ warmup", "+ LLRD", "+ re-init", "+ SWA"]
+    assert rows["+ SWA"].swa_start == 0.75 and rows["+ re-init"].swa_start is None
+    assert rows == declared.combined_recipes(PROFILES["cpu"])
+    with pytest.raises(KeyError, match="declares no cell"):
+        d.recipes("no such cell")

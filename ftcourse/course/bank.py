@@ -630,6 +630,23 @@ class DeclaredRuns:
     def __repr__(self):
         return self.provenance
 
+    def plateau_report(self, label: str | None = None) -> str:
+        """Where the runs (those of ``label``; None: all) leave MiniLM's majority-class plateau (:func:`plateau_exit`):
+        the latest step at which a run leaves it, how many of the runs do, and how many times that step the shortest
+        run is (the course measures a technique on runs at least ``PLATEAU_MARGIN`` times that long)."""
+        runs = [run for (run_label, _), run in self.runs.items() if label is None or run_label == label]
+        if not runs:
+            raise ValueError(f"no runs labelled {label!r}; the labels: {sorted({key[0] for key in self.runs})}")
+        exits = [run.plateau_exit() for run in runs]
+        left = [step for step in exits if step is not None]
+        prefix = f"{label}: " if label is not None else ""
+        rule = f"{PLATEAU_WINDOW}-step mean training loss below {PLATEAU_LOSS:.2f}"
+        if not left:
+            return f"{prefix}no run leaves the plateau ({rule})"
+        shortest = min(int(run.row["steps"]) for run in runs)
+        return (f"{prefix}leaving the plateau ({rule}): by step {max(left)} in {len(left)} of {len(exits)} runs; the runs "
+                f"are {shortest / max(left):.1f}x that long")
+
 
 def declared_runs(notebook: str, profile, *cells: str, directory=None) -> DeclaredRuns:
     """The runs a notebook declares (those of ``cells``; none: every bankable arm), from the bank where it holds

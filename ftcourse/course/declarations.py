@@ -202,6 +202,10 @@ class Declaration:
     def n_runs(self) -> int:
         return len(self.runs())
 
+    def recipes(self, *cells: str) -> dict[str, Recipe]:
+        """The recipe of each arm of ``cells`` (seed: the arm's recipe's), by label, in declaration order."""
+        return {arm.label: arm.recipe for arm in self.group(*cells)}
+
     def group(self, *cells: str) -> tuple[Arm, ...]:
         """The arms of these cells (those a profile switches off are absent: an empty tuple)."""
         unknown = [cell for cell in cells if cell not in self.cells]
