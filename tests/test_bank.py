@@ -102,6 +102,31 @@ def test_replaying_best_and_early_stopping_from_stored_predictions_matches_the_l
         assert replay["stopped_at_step"] == live.row["steps"] or not live.row["stopped_early"]
 
 
+def test_replaying_a_lower_evaluation_frequency_matches_a_live_run_evaluated_that_often(tiny_setup):
+    recipe = baseline_recipe(tiny_setup).replace(evals_per_epoch=4, lr=3e-3, seed=1, epochs=2)
+    _, full = tiny_record(recipe)
+    for k in (1, 2):
+        live = fine_tune(recipe.replace(evals_per_epoch=k, select="best", early_stopping_patience=1),
+                         model_factory=tiny_bert, progress=False, record=True)
+        subset, seen = [e["step"] for e in bank.evaluations_at(full, k)], [e["step"] for e in live.record["evaluations"]]
+        assert subset[:len(seen)] == seen and (len(seen) == len(subset) or live.row["stopped_early"])
+        replay = bank.replay_selection(full, patience=1, evals_per_epoch=k)
+        np.testing.assert_array_equal(replay["test_predictions"], live.test_predictions)
+        assert replay["stopped_at_step"] == live.row["steps"] or not live.row["stopped_early"]
+    assert bank.evaluations_at(full, 4) == bank.evaluations_at(full) == full["evaluations"]
+    with pytest.raises(ValueError, match=r"evals_per_epoch must divide the run's 4 evaluations an epoch, one of \[1, 2, 4\]; got 3"):
+        bank.replay_selection(full, evals_per_epoch=3)
+
+
+@pytest.mark.parametrize("steps_per_epoch", [7, 25, 63, 64, 100, 188])
+def test_the_evaluation_steps_of_a_divisor_frequency_are_a_subset(steps_per_epoch):
+    from ftcourse.train import evaluation_steps
+
+    every = set(evaluation_steps(steps_per_epoch, 3, 8))
+    for k in (1, 2, 4):
+        assert set(evaluation_steps(steps_per_epoch, 3, k)) <= every, k
+
+
 def test_replaying_best_of_checkpoints_and_the_swa_average_matches_a_live_run(tiny_setup):
     recipe = baseline_recipe(tiny_setup).replace(evals_per_epoch=4, lr=3e-3, seed=1, swa_start=0.5)
     _, full = tiny_record(recipe)
@@ -307,3 +332,22 @@ def test_the_plateau_report_names_the_latest_exit_the_runs_that_leave_and_the_ma
     assert runs.plateau_report("b") == "b: no run leaves the plateau (10-step mean training loss below 0.60)"
     with pytest.raises(ValueError, match="no runs labelled 'c'"):
         runs.plateau_report("c")
+
+
+def test_the_canary_table_holds_the_live_records_and_10s_replay_matches_its_live_early_stopped_canary(tiny_setup, tmp_path,
+                                                                                                     monkeypatch):
+    from ftcourse.course import recipes, runner
+
+    real = runner.fine_tune
+    monkeypatch.setattr(runner, "fine_tune", lambda recipe, **kw: real(recipe, model_factory=tiny_bert, **kw))
+    monkeypatch.setattr(recipes, "CANARY_VAL_SIZE", 16)  # the tiny folder's splits
+    monkeypatch.setattr(recipes, "CANARY_TEST_SIZE", 24)
+    profile = tiny_setup.replace(**{"early_stopping.train_size": 48, "early_stopping.epochs": 2})
+    table = bank.canaries("10", profile, directory=tmp_path)
+    records = table.attrs["records"]
+    assert sorted(records) == list(table.index) == [1, 2]
+    assert [r["metrics"]["test_accuracy"] for r in records.values()] == list(table["live test accuracy"])
+    stopped, watched = records[1], records[2]  # 10's canaries: early-stopped with select="best", and trained to the end
+    assert stopped["recipe"]["select"] == "best" and watched["recipe"]["select"] == "final"
+    replay = bank.replay_selection(watched, patience=stopped["recipe"]["early_stopping_patience"])
+    np.testing.assert_array_equal(replay["test_predictions"], bank.record_predictions(stopped))

@@ -485,7 +485,31 @@ def _verify_one(key: str, directory=None) -> Verification:
                         f"test accuracy {acc:.4f}, range [{low:.4f}, {high:.4f}]")
 
 
-def replay_selection(record: dict, patience: int | None = None, average: bool = False) -> dict:
+def evaluations_at(record: dict, evals_per_epoch: int | None = None) -> list[dict]:
+    """A stored run's evaluations, or (``evals_per_epoch=k``) those a run evaluated k times an epoch would have made:
+    k must divide the recipe's ``evals_per_epoch``, whose evaluation steps then include every one of k's
+    (:func:`ftcourse.train.evaluation_steps`). Evaluating never changes training, so the subset is what that run saw."""
+    from ..train import evaluation_steps
+
+    evaluations = record["evaluations"]
+    if evals_per_epoch is None:
+        return evaluations
+    recipe = record["recipe"]
+    stored = recipe["evals_per_epoch"]
+    if not (isinstance(evals_per_epoch, int) and evals_per_epoch >= 1 and stored % evals_per_epoch == 0):
+        allowed = [k for k in range(1, stored + 1) if stored % k == 0]
+        raise ValueError(f"evals_per_epoch must divide the run's {stored} evaluations an epoch, one of {allowed}; "
+                         f"got {evals_per_epoch!r}")
+    if recipe.get("max_steps") is not None:
+        raise ValueError(f"run {record.get('key', '?')} sets max_steps: its epochs are not whole, nothing to subsample")
+    from .recipes import Recipe
+
+    keep = set(evaluation_steps(Recipe.from_dict(recipe).steps_per_epoch(), recipe["epochs"], evals_per_epoch))
+    return [e for e in evaluations if e["step"] in keep]
+
+
+def replay_selection(record: dict, patience: int | None = None, average: bool = False,
+                     evals_per_epoch: int | None = None) -> dict:
     """Early stopping (``patience`` evaluations; None: never stop) and best-checkpoint selection replayed from a
     stored run's evaluations, with the package's own :class:`~ftcourse.early_stopping.EarlyStopping`: the
     evaluation it keeps, its ``step``, ``val_accuracy``, ``test_accuracy`` and ``test_predictions``, and
@@ -495,13 +519,16 @@ def replay_selection(record: dict, patience: int | None = None, average: bool = 
     ``average=True``: the run's weight average (a recipe with ``swa_start`` and ``select="final"``: its final weights,
     scored at the end) competes with the kept checkpoint, and wins only if strictly better on validation, as
     ``select="best"`` with SWA does (:class:`ftcourse.course.combined.BestOfCallback`); ``chosen`` says which won
-    ("checkpoint" or "average")."""
+    ("checkpoint" or "average").
+
+    ``evals_per_epoch=k``: replay a run evaluated only k times an epoch (:func:`evaluations_at`); ``patience`` then
+    counts those evaluations."""
     from torch import nn
 
     from ..early_stopping import EarlyStopping
 
     tracker, probe = EarlyStopping(patience=patience, mode="max", verbose=False), nn.Linear(1, 1)
-    evaluations = record["evaluations"]
+    evaluations = evaluations_at(record, evals_per_epoch)
     if not evaluations:
         raise ValueError(f"run {record.get('key', '?')} stores no evaluations: nothing to select from")
     stopped_at = evaluations[-1]["step"]
@@ -716,7 +743,8 @@ def _bank_profile():
 def canaries(notebook: str, profile, directory=None):
     """Rerun the notebook's two canaries live and show them beside their stored records (cpu profile: the bank's
     canaries, bit-identical where the machine matches; other profiles: the profile's own canaries, run live only,
-    since the bank holds cpu sizes). Returns a DataFrame, one row per canary."""
+    since the bank holds cpu sizes). Returns a DataFrame, one row per canary; its ``attrs["records"]`` holds the live
+    runs' records by canary number (1, 2), for checks of the notebook's own."""
     import pandas as pd
 
     from . import runner
@@ -748,7 +776,10 @@ def canaries(notebook: str, profile, directory=None):
                         "check": ("bit-identical" if not why else f"DIFFERENT: {why}") if exact else
                         f"other machine: {abs(live['metrics']['test_accuracy'] - stored['metrics']['test_accuracy']):.4f} apart"})
         rows.append(row)
-    return pd.DataFrame(rows).set_index("canary")
+        records[f"live canary {i + 1}"] = live
+    table = pd.DataFrame(rows).set_index("canary")
+    table.attrs["records"] = {i + 1: records[f"live canary {i + 1}"] for i in range(len(rows))}  # the live runs' records
+    return table
 
 
 def timestamp() -> str:

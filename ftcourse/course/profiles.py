@@ -202,15 +202,25 @@ class SWA:
 
 @dataclass(frozen=True)
 class EarlyStopping:
-    """10: a regime where validation peaks before the end of training (few examples, many epochs, a
-    constant lr after warmup: ``schedule``), evaluated ``evals_per_epoch`` times an epoch; early
-    stopping waits ``patience`` evaluations."""
+    """10: a regime where validation peaks before the end of training (few examples, many epochs, a constant lr after
+    warmup: ``schedule``, at the baseline's lr), evaluated ``evals_per_epoch`` times an epoch over ``seeds``. Every
+    rule is replayed from those runs' stored evaluations (evaluating never changes training): best-checkpoint
+    selection at each of ``frequencies`` evaluations an epoch (each divides ``evals_per_epoch``: the steps of a run
+    evaluated k times an epoch are a subset of those of one evaluated ``evals_per_epoch`` times), and early stopping
+    after ``patience`` evaluations without improvement."""
     train_size: int = 1000
     seeds: tuple[int, ...] = (0, 1, 2)
     epochs: int = 3
-    evals_per_epoch: int = 4
+    evals_per_epoch: int = 8
     patience: int = 2
     schedule: str = "constant_with_warmup"
+    frequencies: tuple[int, ...] = (1, 2, 4, 8)
+
+    def __post_init__(self):
+        bad = [k for k in self.frequencies if not (isinstance(k, int) and k >= 1 and self.evals_per_epoch % k == 0)]
+        if bad:
+            raise ValueError(f"early_stopping.frequencies must divide early_stopping.evals_per_epoch "
+                             f"({self.evals_per_epoch}): {bad} do not")
 
 
 @dataclass(frozen=True)
@@ -373,8 +383,9 @@ PROFILES: dict[str, Profile] = {
         llrd=LLRD(decays=(0.8,), lrs=(1e-4,), seeds=(0, 1), train_size=160, epochs=1, chosen=(1e-4, 0.8)),
         reinit=Reinit(layers=(0, 2), seeds=(0, 1, 2, 3), epochs=2, lr=1e-4, train_size=160, curve_val_size=128),
         swa=SWA(train_size=192, seeds=(0, 1), epochs=2, demo_train_size=160, swa_lrs=(3e-5,), other_start=None),
-        # patience 1 in ci: its 8 evaluations on 128 sentences must stop before the end (notebook 10 asserts it)
-        early_stopping=EarlyStopping(train_size=256, seeds=(0, 1), epochs=4, evals_per_epoch=2, patience=1),
+        # 10 in ci analyses the cpu bank: these sizes are its canaries'
+        early_stopping=EarlyStopping(train_size=256, seeds=(0, 1), epochs=1, evals_per_epoch=4, patience=1,
+                                     frequencies=(1, 2, 4)),
         # 11 in ci analyses the cpu bank: these sizes are its canaries'
         combined=Combined(seeds=(0, 1), reinit_layers=2, evals_per_epoch=2, no_warmup_lrs=(1e-4,)),
         # 12 in ci analyses the cpu bank: these sizes are its canaries' and the lesson's
@@ -430,7 +441,13 @@ PROFILES: dict[str, Profile] = {
         # (measured at ~75 training examples/s), 2 x 10 runs ~8.5 min with the notebook's start.
         reinit=Reinit(layers=(0, 2), seeds=tuple(range(10)), epochs=3, lr=1e-4, train_size=320, curve_val_size=128),
         swa=SWA(seeds=tuple(range(8)), swa_lrs=(1e-5, 3e-5, 1e-4, 3e-4), chosen_swa_lr=3e-5),
-        early_stopping=EarlyStopping(train_size=400, seeds=(0, 1, 2, 3), epochs=4, evals_per_epoch=2, patience=2),
+        # 10: 1,000 examples x 3 epochs at a constant 1e-4 after warmup, 189 steps, evaluated 8 times an epoch (24
+        # evaluations: 1, 2, 4 and 8 an epoch are replayed from them). Pilot (seed 100, 4 an epoch, a 512-sentence test
+        # subset): the run leaves the plateau at step 35 (189 steps: 5.4x), validation peaks at step 63 (0.798), falls to
+        # 0.704 at step 126 and ends at 0.798: a regime where selection can matter. 8 seeds: a paired sd ~0.02 (the old
+        # 4-seed runs) resolves ~0.017. 8 runs + 2 canaries: 32 min (`bank status`; each evaluation scores 2,693
+        # sentences; 11's build ran ~1.5x its estimate, so up to ~50).
+        early_stopping=EarlyStopping(train_size=1000, seeds=tuple(range(8)), epochs=3, evals_per_epoch=8, patience=2),
         # 11: 07's length (the baseline's 376 steps), so rows 2 and 3 are the stored baseline and 07's stored LLRD runs;
         # new: the no-warmup sweep (3 runs on seed 100), then no warmup, + re-init and + SWA over the same 8 seeds (24
         # runs) and 2 canaries: 29 runs, 43 min on the 2-core reference machine (`bank status`). 8 seeds: a paired sd
@@ -480,7 +497,8 @@ PROFILES: dict[str, Profile] = {
         reinit=Reinit(layers=(0, 1, 3, 5), seeds=tuple(range(10)), epochs=6, lr=2e-5, train_size=500, curve_val_size=None),
         swa=SWA(train_size=8000, seeds=(0, 1, 2, 3, 4), epochs=2, demo_train_size=640, swa_lrs=(2e-6, 6e-6, 2e-5),
                 chosen_swa_lr=6e-6),
-        early_stopping=EarlyStopping(train_size=1000, seeds=(0, 1, 2, 3, 4), epochs=5, evals_per_epoch=2, patience=2),
+        # 10 analyses the cpu bank (no gpu bank yet); these sizes are its canaries'
+        early_stopping=EarlyStopping(train_size=1000, seeds=tuple(range(8)), epochs=3, evals_per_epoch=8, patience=2),
         # 11 analyses the cpu bank (no gpu bank yet); these are its canaries' settings (roberta-base: 5 of 12 blocks re-initialised)
         combined=Combined(seeds=(0, 1, 2, 3, 4), reinit_layers=5, no_warmup_lrs=(1e-5, 2e-5, 5e-5), chosen_no_warmup_lr=2e-5),
         # 12 analyses the cpu bank (no gpu bank yet); these sizes are its canaries' and the lesson's
