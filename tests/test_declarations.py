@@ -119,9 +119,9 @@ def test_cells_select_their_arms_and_reject_a_typo():
 def test_announce_counts_the_new_runs_and_their_minutes(capsys):
     cpu = PROFILES["cpu"]
     d = declared.declaration("08", cpu)
-    assert declared.announce(d) is None  # a cell ending with it shows the line once
+    assert declared.announce(d, "pilot") is None  # a cell ending with it shows the line once
     text = capsys.readouterr().out.strip()
-    runs = d.runs()
+    runs = d.new_runs("pilot")
     seconds = sum(declared.run_seconds(r, declared.REFERENCE_TRAIN_PER_S, declared.REFERENCE_EVAL_PER_S,
                                        declared.REFERENCE_RUN_OVERHEAD_S) for r in runs)
     assert text.startswith(f"this cell runs {len(runs)} fine-tuning runs (320 examples x 3 epochs)")
@@ -204,7 +204,7 @@ def test_a_banked_notebook_runs_its_canaries_and_what_the_bank_lacks():
     assert missing_one.n_runs == 3  # in cpu a run the bank lacks runs live
     in_ci = declared.expected_live_runs(declared.declaration("01", ci), set(), "cpu", "ci")
     assert [r.recipe.train_size for r in in_ci.runs()] == [320, 320]  # ci: its own small canaries only
-    unbanked = declared.declaration("08", cpu)
+    unbanked = declared.declaration("05", cpu)
     assert declared.expected_live_runs(unbanked, everything, "cpu", "cpu") is unbanked
 
 

@@ -554,16 +554,36 @@ def _llrd(p) -> Declaration:
                        canaries=_canaries(recipes[llrd_label], recipes["plain"]), other_work_s=_other(p, 5, ci=0))
 
 
+def reinit_recipes(p) -> dict[str, Recipe]:
+    """08's two regimes (seed 0, plain fine-tuning: ``reinit_layers=0``): "failures", the few-sample regime without warmup
+    at the pilot's chosen lr, and "longer", the few-sample regime trained for many epochs with the baseline's warmup,
+    evaluated once an epoch; both scored on the group's validation and test subsets."""
+    r = p.reinit
+    base = baseline_recipe(p).replace(evals_per_epoch=1, val_size=r.val_size, test_size=r.test_size)
+    return {"failures": base.replace(train_size=r.failure_train_size, epochs=r.failure_epochs, warmup_ratio=0.0,
+                                     lr=r.failure_lr),
+            "longer": base.replace(train_size=r.train_size, epochs=r.epochs, lr=r.lr)}
+
+
 def _reinit(p) -> Declaration:
     r = p.reinit
-    base = baseline_recipe(p).replace(train_size=r.train_size, epochs=r.epochs, lr=r.lr, evals_per_epoch=1,
-                                      val_size=r.curve_val_size)
-    arms = tuple(Arm(f"re-init {k}", base, r.seeds, custom=f"reinit_top_layers(model, {k})") for k in r.layers)
-    # other work (model loads, the noise split and head initialisers): 9 s
-    return Declaration("08_reinit", arms,
-                       comparisons=tuple(Comparison(a.label, arms[0].label) for a in arms[1:]),
-                       canaries=_canaries(base.replace(reinit_layers=max(r.layers)), base),
-                       other_work_s=_other(p, 9, ci=5))
+    recipes = reinit_recipes(p)
+    failures, longer = recipes["failures"], recipes["longer"]
+    # 1. the pilot: plain and each k at every lr of the grid, on seeds the comparison never reuses
+    arms = [Arm(f"re-init {k}, lr {lr:g} (pilot)", failures.replace(lr=lr, reinit_layers=k), r.pilot_seeds, cell="pilot")
+            for lr in r.failure_lrs for k in r.layers]
+    # 2. failures at the pilot's lr, runs per arm sized by power; 3. training longer, the learning curves
+    arms += [Arm(f"re-init {k}", failures.replace(reinit_layers=k), r.failure_seeds, cell="failures") for k in r.layers]
+    arms += [Arm(f"re-init {k}, {r.epochs} epochs", longer.replace(reinit_layers=k), r.seeds, cell="longer") for k in r.layers]
+    top = max(r.layers)
+    # "re-init makes failed runs rarer" (Zhang et al. 2021): Fisher's exact test on the counts; "trained longer it
+    # catches up": paired over seeds
+    comparisons = (Comparison(f"re-init {top}", "re-init 0", "failures"),
+                   Comparison(f"re-init {top}, {r.epochs} epochs", f"re-init 0, {r.epochs} epochs"))
+    # other work (model loads, the lesson's checks, the head initialisers): 20 s
+    return Declaration("08_reinit", tuple(arms), comparisons=comparisons, banked=True,
+                       canaries=_canaries(failures.replace(reinit_layers=top), longer),
+                       other_work_s=_other(p, 20, ci=10))
 
 
 def swa_recipes(p) -> dict[str, Recipe]:

@@ -165,16 +165,29 @@ class LLRD:
 
 @dataclass(frozen=True)
 class Reinit:
-    """08, few-sample setting: top layers re-initialised (0 = plain fine-tuning), seeds (the spread
-    across them is the result), epochs (re-initialised layers learn from scratch: Zhang et al. 2021
-    train longer), lr, training examples; ``curve_val_size``: validation sentences of the once-an-
-    epoch evaluation that draws the learning curves (nothing is chosen on it; None: all 872)."""
-    layers: tuple[int, ...] = (0, 1, 2, 3)
-    seeds: tuple[int, ...] = tuple(range(10))
-    epochs: int = 4
+    """08: the top ``layers`` blocks re-initialised with the pooler (0 = plain fine-tuning), in two regimes, every run
+    scored on fixed stratified subsets of ``val_size`` validation and ``test_size`` test sentences (nothing is chosen
+    on validation):
+
+    1. **failures** (Mosbach et al. 2021; Zhang et al. 2021): ``failure_train_size`` examples x ``failure_epochs``
+       epochs without warmup. A pilot over ``failure_lrs`` on ``pilot_seeds`` (seeds the comparison never reuses) finds
+       an lr at which plain fine-tuning fails often (``failure_lr``: the pilot's choice; the notebook recomputes it);
+       then each k over ``failure_seeds`` (runs per arm sized by power, ``stats.runs_for_failure_rates``);
+    2. **training longer** (Zhang et al. 2021): ``train_size`` examples x ``epochs`` epochs at ``lr`` with the
+       baseline's warmup, evaluated once an epoch (the learning curves), over ``seeds``."""
+    layers: tuple[int, ...] = (0, 2)
+    seeds: tuple[int, ...] = tuple(range(8))
+    epochs: int = 10
     lr: float = 1e-4
     train_size: int = 320
-    curve_val_size: int | None = None
+    failure_train_size: int = 320
+    failure_epochs: int = 3
+    failure_lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
+    failure_lr: float = 1e-3
+    pilot_seeds: tuple[int, ...] = tuple(range(100, 104))
+    failure_seeds: tuple[int, ...] = tuple(range(40))
+    val_size: int | None = 256
+    test_size: int | None = 512
 
 
 @dataclass(frozen=True)
@@ -381,7 +394,9 @@ PROFILES: dict[str, Profile] = {
                             sweep_lrs=(1e-4,), compared_seeds=(0, 1), lr_finder_steps=20, warm_steps=6),
         # 07 in ci analyses the cpu bank: these sizes are its canaries'
         llrd=LLRD(decays=(0.8,), lrs=(1e-4,), seeds=(0, 1), train_size=160, epochs=1, chosen=(1e-4, 0.8)),
-        reinit=Reinit(layers=(0, 2), seeds=(0, 1, 2, 3), epochs=2, lr=1e-4, train_size=160, curve_val_size=128),
+        # 08 in ci analyses the cpu bank: these sizes are its canaries'
+        reinit=Reinit(seeds=(0, 1), epochs=2, train_size=160, failure_train_size=160, failure_epochs=1,
+                      failure_lrs=(1e-3,), pilot_seeds=(100,), failure_seeds=(0, 1), val_size=128, test_size=128),
         swa=SWA(train_size=192, seeds=(0, 1), epochs=2, demo_train_size=160, swa_lrs=(3e-5,), other_start=None),
         # 10 in ci analyses the cpu bank: these sizes are its canaries'
         early_stopping=EarlyStopping(train_size=256, seeds=(0, 1), epochs=1, evals_per_epoch=4, patience=1,
@@ -436,10 +451,11 @@ PROFILES: dict[str, Profile] = {
         # chosen: the sweep's choice on validation (peak lr 2e-4, decay 0.9), inside both grids
         llrd=LLRD(decays=(0.95, 0.9, 0.75), lrs=(1e-4, 2e-4, 4e-4), seeds=tuple(range(8)), chosen=(2e-4, 0.9),
                   grouped=True),
-        # 08: 320 examples x 3 epochs = 60 steps (the training loss leaves the majority-class plateau after ~20-25
-        # and validation is flat from ~40), 3 passes over 128 validation sentences, the full test: ~24 s a run
-        # (measured at ~75 training examples/s), 2 x 10 runs ~8.5 min with the notebook's start.
-        reinit=Reinit(layers=(0, 2), seeds=tuple(range(10)), epochs=3, lr=1e-4, train_size=320, curve_val_size=128),
+        # 08: the failure regime (320 examples x 3 epochs = 60 steps, no warmup, tested on 512 sentences): a pilot of 4
+        # seeds at each of 3 lrs, plain and k = 2 (24 runs), then each k over failure_seeds at the pilot's lr; training
+        # longer: 320 examples x 10 epochs = 200 steps, 8 seeds an arm, evaluated once an epoch. The pilot's lr and the runs
+        # an arm are stand-ins until the pilot is built.
+        reinit=Reinit(),
         swa=SWA(seeds=tuple(range(8)), swa_lrs=(1e-5, 3e-5, 1e-4, 3e-4), chosen_swa_lr=3e-5),
         # 10: 1,000 examples x 3 epochs at a constant 1e-4 after warmup, 189 steps, evaluated 8 times an epoch (24
         # evaluations: 1, 2, 4 and 8 an epoch are replayed from them). Pilot (seed 100, 4 an epoch, a 512-sentence test
@@ -492,9 +508,8 @@ PROFILES: dict[str, Profile] = {
                             sweep_lrs=(1e-5, 2e-5, 5e-5), chosen=(2e-5, 2e-5), lr_finder_steps=200, warm_steps=150),
         # 07 analyses the cpu bank (no gpu bank yet); these sizes are its canaries'
         llrd=LLRD(decays=(0.95, 0.9, 0.8), lrs=(2e-5, 4e-5), seeds=tuple(range(5)), train_size=8000, chosen=(4e-5, 0.9)),
-        # 08: 500 examples x 6 epochs = 96 steps a run, 6 validation passes; 4 x 10 runs ~16 min at the T4
-        # assumption. 5 layers: the article's (and notebook 11's) choice.
-        reinit=Reinit(layers=(0, 1, 3, 5), seeds=tuple(range(10)), epochs=6, lr=2e-5, train_size=500, curve_val_size=None),
+        # 08 analyses the cpu bank (no gpu bank yet); these sizes are its canaries' (roberta-base, at its own lrs)
+        reinit=Reinit(lr=2e-5, failure_lrs=(1e-4,), failure_lr=1e-4),
         swa=SWA(train_size=8000, seeds=(0, 1, 2, 3, 4), epochs=2, demo_train_size=640, swa_lrs=(2e-6, 6e-6, 2e-5),
                 chosen_swa_lr=6e-6),
         # 10 analyses the cpu bank (no gpu bank yet); these sizes are its canaries'
