@@ -62,3 +62,13 @@ def test_a_step_footprint_reports_counts_time_and_memory(tiny_models):
     assert full["trainable"] == full["total"] and lora["trainable"] < lora["total"]
     assert full["optimizer_state_mb"] > lora["optimizer_state_mb"] > 0  # Adam keeps 2 states a trainable weight
     assert full["step_s"] > 0 and full["peak_mb"] == full["peak_mb"]
+
+
+def test_a_step_footprint_runs_under_the_precision_it_is_given(tiny_models):
+    # notebook 04 times fp32 and bf16 in fresh processes with this function
+    bf16 = step_footprint(MODEL_ID, "full", batch_size=2, length=8, steps=1, precision="bf16")
+    fp32 = step_footprint(MODEL_ID, "full", batch_size=2, length=8, steps=1)
+    assert (bf16["precision"], fp32["precision"]) == ("bf16", "fp32")
+    assert bf16["optimizer_state_mb"] == fp32["optimizer_state_mb"]  # the master weights and Adam's state stay fp32
+    with pytest.raises(ValueError, match="amp must be one of"):
+        step_footprint(MODEL_ID, "full", batch_size=2, length=8, steps=1, precision="fp8")

@@ -40,13 +40,16 @@ def prepare(model, mode: str, rank: int = 16, alpha: float = 16.0, checkpointing
 
 
 def step_footprint(model_id: str, mode: str = "full", *, rank: int = 16, batch_size: int = 16, length: int = 64,
-                   steps: int = 3, checkpointing: bool = False, threads: int = 1, seed: int = 0) -> dict:
+                   steps: int = 3, checkpointing: bool = False, threads: int = 1, seed: int = 0,
+                   precision: str | None = None) -> dict:
     """Train ``model_id`` in ``mode`` (:func:`prepare`) for ``1 + steps`` AdamW steps on one batch of
     ``batch_size`` random sentences of ``length`` tokens (no padding: every token costs), and return the
     trainable and total parameter counts, the mean seconds of the last ``steps`` steps (the first allocates the
     gradients and the optimizer state) and the memory the steps added (``ftcourse.memory.PeakMemory``: on CUDA
     the allocator's peak, the weights included; on a CPU the resident memory added over the weights: gradients,
-    optimizer state and activations)."""
+    optimizer state and activations). ``precision``: a ``ftcourse.amp.Precision`` mode (None: fp32; "bf16",
+    "fp16", "auto"), the forward under its autocast and the step through its scaler (notebook 04)."""
+    from ..amp import Precision
     from ..lora import trainable_parameters
     from ..memory import PeakMemory
     from ..train import set_seed
@@ -67,11 +70,13 @@ def step_footprint(model_id: str, mode: str = "full", *, rank: int = 16, batch_s
              "attention_mask": torch.ones(batch_size, length, dtype=torch.long, device=device)}
     labels = torch.randint(0, 2, (batch_size,), generator=generator).to(device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    amp = Precision(precision, device, verbose=False)
 
     def step():
-        loss = F.cross_entropy(model(**batch).logits, labels)
-        loss.backward()
-        optimizer.step()
+        with amp.autocast():
+            loss = F.cross_entropy(model(**batch).logits.float(), labels)
+        amp.backward(loss)
+        amp.step(optimizer)
         optimizer.zero_grad(set_to_none=True)
 
     with PeakMemory(device) as memory:
@@ -86,7 +91,7 @@ def step_footprint(model_id: str, mode: str = "full", *, rank: int = 16, batch_s
         seconds = (time.perf_counter() - start) / steps
     state_mb = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values()
                    if torch.is_tensor(t)) / 2**20
-    return {"mode": mode, "rank": rank if mode == "lora" else None, "checkpointing": checkpointing, "length": length,
+    return {"mode": mode, "precision": amp.name, "rank": rank if mode == "lora" else None, "checkpointing": checkpointing, "length": length,
             "trainable": trainable, "total": total, "step_s": seconds, "peak_mb": memory.peak_mb,
             "optimizer_state_mb": state_mb, "device": device.type}
 
