@@ -25,7 +25,7 @@ experiments (``ftcourse.course``'s docstring lists its modules): ``recipes`` (a 
 ``runner`` (``build_training``, ``fine_tune``), ``declarations`` (what each notebook runs), ``bank``
 (the seed bank: each declared run computed once and stored),
 ``profiles``, ``data``, ``pretrained`` (the offline MiniLM), ``reports``, ``combined``, ``footprint``
-(notebook 12's step costs), ``ddp_lesson`` (notebook 13's code for several processes),
+(the step costs of notebooks 12 and 04), ``stopping_rules`` (notebook 10's HF-against-ours replays), ``ddp_lesson`` (notebook 13's code for several processes),
 ``notebook`` (first and last cells, the thread count), ``estimate``, ``preflight`` (what ``run`` and
 ``estimate`` check first), ``copying`` (``python -m ftcourse copy``) and ``cli``
 (``python -m ftcourse info | run | get-data | estimate | copy | bank``).

@@ -11,7 +11,8 @@ Not copied into your projects (the technique modules one level up are). Its modu
   ``pretrained``: the offline MiniLM (or any hub model);
 * ``reports``: summaries, figures and claims tables; ``combined``: notebook 11's pieces and
   ``BestOfCallback``;
-* ``footprint``: notebook 12's cost of a training step (parameters, time, memory), in fresh processes;
+* ``footprint``: the cost of a training step (parameters, time, memory) in fresh processes, for notebooks 12 and 04;
+* ``stopping_rules``: where HF's early-stopping callback and ours stop on the same scores (notebook 10);
 * ``ddp_lesson``: notebook 13's code that runs in several processes (torchrun, gloo) and ``launch``;
 * ``notebook``: the first and last cells, and torch's thread count (``choose_threads``);
   ``estimate``: predicted minutes per notebook; ``preflight``: what ``run`` and ``estimate`` check
