@@ -69,6 +69,15 @@ class Freezing:
     probe_epochs: tuple[int, ...] = (10,)
     grad_norm_steps: int = 40
     timing_steps: int = 3
+    # the seed bank's design (issue 26): freezing the bottom ``frozen_layers`` blocks against full fine-tuning on the
+    # converged baseline runs (06's linear arm: the same recipe, so the same stored runs) over ``compared_seeds``, an
+    # equivalence claim within ``margin``; gradual unfreezing in ULMFiT's regime, ``gradual_train_size`` examples x
+    # ``gradual_epochs`` epochs (one unit unfrozen an epoch: 6 blocks, then the embeddings), against full
+    # fine-tuning of the same length, over ``compared_seeds``
+    compared_seeds: tuple[int, ...] = tuple(range(8))
+    margin: float = 0.02
+    gradual_train_size: int = 320
+    gradual_epochs: int = 7
 
 
 @dataclass(frozen=True)
