@@ -17,6 +17,7 @@ imports it, and none imports the harness.
 * ``models``: the one map of each model family's parts; ``param_groups``: no weight decay on
   biases and norms; ``freezing``, ``llrd``, ``reinit``: layer-wise techniques built on ``models``;
 * ``lora``: LoRA adapters, merging and adapter-only state dicts (copy with ``models``);
+* ``grad_norms``: per-block gradient and update norms read by optimizer hooks (copy with ``models``);
 * ``optim``: SGD, RMSprop, Adagrad, Adam/AdamW (and BERTAdam), LARS, LAMB from scratch, one file
   each, each copied alone.
 
