@@ -472,6 +472,40 @@ def _optimizers(p) -> Declaration:
                        other_work_s=_other(p, 11, ci=0))
 
 
+def optimizer_recipes(p) -> dict[str, Recipe]:
+    """05's bank regimes (seed 0, AdamW from scratch): "few-sample", Zhang et al.'s regime (few examples, several
+    epochs, the baseline's warmup), and "sensitivity", long enough to leave MiniLM's majority-class plateau; both
+    evaluated once an epoch on the group's validation and test subsets."""
+    o = p.optimizers
+    base = baseline_recipe(p).replace(evals_per_epoch=1, val_size=o.val_size, test_size=o.test_size, optimizer="AdamW")
+    return {"few-sample": base.replace(train_size=o.bank_few_size, epochs=o.bank_few_epochs, lr=o.failure_lr),
+            "sensitivity": base.replace(train_size=o.sensitivity_size, epochs=o.sensitivity_epochs)}
+
+
+def _optimizers_bank(p) -> Declaration:
+    o = p.optimizers
+    recipes = optimizer_recipes(p)
+    few, sensitivity = recipes["few-sample"], recipes["sensitivity"]
+    pair = ("AdamW", "BERTAdam")
+    # 1. the pilot: both at every lr of the grid, on seeds the comparisons never reuse
+    arms = [Arm(f"{name}, lr {lr:g} (pilot)", few.replace(optimizer=name, lr=lr), o.pilot_seeds, cell="pilot")
+            for lr in o.pilot_lrs for name in pair]
+    # 2. the seven optimizers' lr sensitivity curves (no verdicts: curves over seeds), before the arms the pilot sizes
+    arms += [Arm(f"{name}, lr {lr:g}", sensitivity.replace(optimizer=name, lr=lr), o.sensitivity_seeds, cell="sensitivity")
+             for name, lrs in o.sensitivity_grid for lr in lrs]
+    # 3. failures at the pilot's lr (runs per arm sized by power); 4. each at its own lr chosen on the pilot's validation
+    arms += [Arm(name, few.replace(optimizer=name), o.failure_seeds, cell="failures") for name in pair]
+    arms += [Arm(f"{name}, own lr", few.replace(optimizer=name, lr=lr), o.compared_seeds, cell="own lrs")
+             for name, lr in zip(pair, o.chosen)]
+    # "BERTAdam fails more often" (Zhang et al. 2021): Fisher's exact test on the counts; "it ends worse": paired over
+    # seeds, each at its own validated lr
+    comparisons = (Comparison("BERTAdam", "AdamW", "failures"), Comparison("BERTAdam, own lr", "AdamW, own lr"))
+    # other work (the lesson's trajectories and checks, LARS replay, the gradient-norm reruns): 120 s
+    return Declaration("05_optimizers_from_scratch", tuple(arms), comparisons=comparisons, banked=True,
+                       canaries=_canaries(few.replace(optimizer="BERTAdam"), sensitivity.replace(optimizer="LAMB", lr=1e-3)),
+                       other_work_s=_other(p, 120, ci=20))
+
+
 def schedule_recipes(p) -> dict[str, Recipe]:
     """06's recipes by arm at their chosen lrs (seed 0): linear warmup-decay (the baseline's recipe at the schedules
     group's length and 12's chosen lr: in the cpu profile, the bank's stored baseline), constant (no warmup; it
@@ -774,7 +808,7 @@ def _data_parallel(p) -> Declaration:
 
 
 DECLARATIONS: dict = {  # notebook number ("07") -> function(profile) -> Declaration
-    "01": _baseline, "02": _accumulation, "03": _freezing, "04": _mixed_precision, "05": _optimizers,
+    "01": _baseline, "02": _accumulation, "03": _freezing, "04": _mixed_precision, "05": _optimizers_bank,
     "06": _schedules, "07": _llrd, "08": _reinit, "09": _swa, "10": _early_stopping, "11": _combined,
     "12": _lora, "13": _data_parallel,
 }

@@ -117,6 +117,32 @@ class Optimizers:
     few_sample_lrs: tuple[float, ...] = (1e-4,)
     few_sample_sweep_seeds: tuple[int, ...] = (0, 1)
     few_sample_seeds: tuple[int, ...] = (0, 1, 2)
+    # The seed bank's design (issue 26), scored on fixed stratified subsets of ``val_size`` validation and
+    # ``test_size`` test sentences:
+    # 1. BERTAdam against AdamW (Zhang et al. 2021) in the few-sample regime, ``bank_few_size`` examples x
+    #    ``bank_few_epochs`` epochs with the baseline's warmup: a pilot over ``pilot_lrs`` (BERTAdam's grid reaches
+    #    down: its early steps are 3-6.6x Adam's) on ``pilot_seeds`` (never reused) finds ``failure_lr``, where the
+    #    failure rates are compared over ``failure_seeds`` (runs per arm sized by power from the pilot), and each
+    #    optimizer's own lr on validation (``chosen``: AdamW's, BERTAdam's), compared over ``compared_seeds``;
+    # 2. lr sensitivity: each of the seven optimizers at every lr of ``sensitivity_grid`` over ``sensitivity_seeds``,
+    #    ``sensitivity_size`` examples x ``sensitivity_epochs`` epochs (past MiniLM's majority-class plateau).
+    bank_few_size: int = 320
+    bank_few_epochs: int = 5
+    pilot_lrs: tuple[float, ...] = (1e-5, 3e-5, 1e-4, 3e-4)
+    pilot_seeds: tuple[int, ...] = tuple(range(100, 104))
+    failure_lr: float = 1e-4
+    failure_seeds: tuple[int, ...] = tuple(range(40))
+    chosen: tuple[float, float] = (1e-4, 3e-5)
+    compared_seeds: tuple[int, ...] = tuple(range(8))
+    sensitivity_grid: tuple[tuple[str, tuple[float, ...]], ...] = (
+        ("SGD", (0.03, 0.1, 0.3, 1.0)), ("RMSprop", (1e-5, 3e-5, 1e-4, 3e-4)), ("Adagrad", (1e-4, 3e-4, 1e-3, 3e-3)),
+        ("Adam", (3e-5, 1e-4, 3e-4, 1e-3)), ("AdamW", (3e-5, 1e-4, 3e-4, 1e-3)), ("LARS", (0.3, 1.0, 3.0, 10.0)),
+        ("LAMB", (3e-4, 1e-3, 3e-3, 1e-2)))
+    sensitivity_seeds: tuple[int, ...] = (0, 1, 2)
+    sensitivity_size: int = 960
+    sensitivity_epochs: int = 2
+    val_size: int | None = 256
+    test_size: int | None = 512
 
 
 @dataclass(frozen=True)
