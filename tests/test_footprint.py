@@ -72,3 +72,25 @@ def test_a_step_footprint_runs_under_the_precision_it_is_given(tiny_models):
     assert bf16["optimizer_state_mb"] == fp32["optimizer_state_mb"]  # the master weights and Adam's state stay fp32
     with pytest.raises(ValueError, match="amp must be one of"):
         step_footprint(MODEL_ID, "full", batch_size=2, length=8, steps=1, precision="fp8")
+
+
+def test_a_step_footprint_freezes_the_bottom_blocks_it_is_given(tiny_models):
+    # notebook 03 measures each frozen configuration in a fresh process with this function
+    from ftcourse.course.pretrained import load_model
+    from ftcourse.freezing import count_parameters, freeze_bottom_layers
+
+    full = step_footprint(MODEL_ID, "full", batch_size=2, length=8, steps=1)
+    counts = []
+    for n in (0, 1):
+        frozen = step_footprint(MODEL_ID, "full", batch_size=2, length=8, steps=1, frozen_layers=n)
+        expected = load_model(MODEL_ID)
+        freeze_bottom_layers(expected, n, embeddings=True)
+        assert frozen["trainable"] == count_parameters(expected) < full["trainable"]
+        assert frozen["optimizer_state_mb"] < full["optimizer_state_mb"]  # no Adam state for frozen weights
+        counts.append(frozen["trainable"])
+    assert counts[1] < counts[0]
+    for bad in (-1, 99, 1.0, True):
+        with pytest.raises(ValueError, match="frozen_layers must be None or an int in 0.."):
+            step_footprint(MODEL_ID, "full", batch_size=2, length=8, steps=1, frozen_layers=bad)
+    with pytest.raises(ValueError, match="frozen_layers applies to mode 'full' only"):
+        step_footprint(MODEL_ID, "lora", batch_size=2, length=8, steps=1, frozen_layers=1)

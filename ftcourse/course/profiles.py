@@ -69,6 +69,11 @@ class Freezing:
     probe_epochs: tuple[int, ...] = (10,)
     grad_norm_steps: int = 40
     timing_steps: int = 3
+    # the probe's lr x epochs grid on ``probe_selection_seeds`` (never reused), then ``probe_seeds`` at its choice (paired
+    # with full fine-tuning's stored seeds); the per-block gradient norms over ``grad_norm_seeds``
+    probe_selection_seeds: tuple[int, ...] = (100, 101, 102)
+    probe_seeds: tuple[int, ...] = tuple(range(8))
+    grad_norm_seeds: tuple[int, ...] = (0, 1)
     # the seed bank's design (issue 26): freezing the bottom ``frozen_layers`` blocks against full fine-tuning on the
     # converged baseline runs (06's linear arm: the same recipe, so the same stored runs) over ``compared_seeds``, an
     # equivalence claim within ``margin``; gradual unfreezing in ULMFiT's regime, ``gradual_train_size`` examples x
@@ -134,10 +139,12 @@ class Optimizers:
     failure_seeds: tuple[int, ...] = tuple(range(40))
     chosen: tuple[float, float] = (1e-4, 3e-5)
     compared_seeds: tuple[int, ...] = tuple(range(8))
+    # 3 lrs each (the bank's budget), a factor ~3 apart; RMSprop's grid is Adagrad's / 10, where the curves
+    # should coincide (for t << 1/(1 - alpha), RMSprop at lr g ~ Adagrad at g / sqrt(1 - alpha))
     sensitivity_grid: tuple[tuple[str, tuple[float, ...]], ...] = (
-        ("SGD", (0.03, 0.1, 0.3, 1.0)), ("RMSprop", (1e-5, 3e-5, 1e-4, 3e-4)), ("Adagrad", (1e-4, 3e-4, 1e-3, 3e-3)),
-        ("Adam", (3e-5, 1e-4, 3e-4, 1e-3)), ("AdamW", (3e-5, 1e-4, 3e-4, 1e-3)), ("LARS", (0.3, 1.0, 3.0, 10.0)),
-        ("LAMB", (3e-4, 1e-3, 3e-3, 1e-2)))
+        ("SGD", (0.03, 0.1, 0.3)), ("RMSprop", (3e-5, 1e-4, 3e-4)), ("Adagrad", (3e-4, 1e-3, 3e-3)),
+        ("Adam", (3e-5, 1e-4, 3e-4)), ("AdamW", (3e-5, 1e-4, 3e-4)), ("LARS", (0.3, 1.0, 3.0)),
+        ("LAMB", (3e-4, 1e-3, 3e-3)))
     sensitivity_seeds: tuple[int, ...] = (0, 1, 2)
     sensitivity_size: int = 960
     sensitivity_epochs: int = 2
@@ -415,7 +422,8 @@ PROFILES: dict[str, Profile] = {
         accumulation=Accumulation(seeds=(0, 1), train_size=160, epochs=1,
                                   sweep_steps=2),
         freezing=Freezing(seeds=(0, 1), epochs=2, train_size=160, frozen_layers=(3,), gradual_seeds=(0, 1),
-                          probe_lrs=(1e-4, 1e-2), probe_epochs=(10,), grad_norm_steps=20, timing_steps=2),
+                          probe_lrs=(1e-4, 1e-2), probe_epochs=(10,), grad_norm_steps=20, timing_steps=2,
+                          probe_selection_seeds=(100,), probe_seeds=(0, 1, 2), grad_norm_seeds=(0,)),
         mixed_precision=MixedPrecision(trace_steps=20, timing_steps=2, train_size=160, epochs=2, seeds=(0, 1),
                                        replay_steps=8),
         optimizers=Optimizers(
@@ -456,9 +464,10 @@ PROFILES: dict[str, Profile] = {
         # 140 steps a run (2,240 examples, 1 epoch): at 100 steps two of five full fine-tuning seeds were still
         # ~0.06 below the others, which made the paired interval +-0.04. Gradual unfreezing (not the main
         # comparison) runs 3 seeds to stay within the 10 minutes.
+        # the probe's grids reach past the old choice (lr 1e-2 and 5 epochs, both at the edges of their grids)
         freezing=Freezing(seeds=(0, 1, 2, 3, 4), epochs=1, train_size=2240, frozen_layers=(3,),
-                          gradual_seeds=(0, 1, 2), probe_lrs=(1e-4, 1e-3, 3e-3, 1e-2),
-                          probe_epochs=(5,), grad_norm_steps=40, timing_steps=3),
+                          gradual_seeds=(0, 1, 2), probe_lrs=(1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1),
+                          probe_epochs=(5, 10, 20), grad_norm_steps=40, timing_steps=3),
         mixed_precision=MixedPrecision(trace_steps=40, timing_steps=4, train_size=1600, epochs=1,
                                        seeds=(0, 1, 2, 3, 4), replay_steps=8),
         # 60 steps a run (960 examples, 1 epoch): with 20-40 steps (320-640 examples) every optimizer but
