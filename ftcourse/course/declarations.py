@@ -491,7 +491,10 @@ def _optimizers_bank(p) -> Declaration:
     arms = [Arm(f"{name}, lr {lr:g} (pilot)", few.replace(optimizer=name, lr=lr), o.pilot_seeds, cell="pilot")
             for lr in o.pilot_lrs for name in pair]
     # 2. the seven optimizers' lr sensitivity curves (no verdicts: curves over seeds), before the arms the pilot sizes
-    arms += [Arm(f"{name}, lr {lr:g}", sensitivity.replace(optimizer=name, lr=lr), o.sensitivity_seeds, cell="lr sweep")
+    # SGD and LARS with momentum 0.9 (their papers' and the usual setting; the classes default to 0, as torch's SGD)
+    momentum = {"SGD": {"momentum": 0.9}, "LARS": {"momentum": 0.9}}
+    arms += [Arm(f"{name}, lr {lr:g}", sensitivity.replace(optimizer=name, lr=lr, optimizer_kwargs=momentum.get(name, {})),
+                 o.sensitivity_seeds, cell="lr sweep")
              for name, lrs in o.sensitivity_grid for lr in lrs]
     # 3. failures at the pilot's lr (runs per arm sized by power); 4. each at its own lr chosen on the pilot's validation
     arms += [Arm(name, few.replace(optimizer=name), o.failure_seeds, cell="failures") for name in pair]

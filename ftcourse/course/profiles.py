@@ -464,10 +464,13 @@ PROFILES: dict[str, Profile] = {
         # 140 steps a run (2,240 examples, 1 epoch): at 100 steps two of five full fine-tuning seeds were still
         # ~0.06 below the others, which made the paired interval +-0.04. Gradual unfreezing (not the main
         # comparison) runs 3 seeds to stay within the 10 minutes.
-        # the probe's grids reach past the old choice (lr 1e-2 and 5 epochs, both at the edges of their grids)
+        # the probe's grids reach past the old choice (lr 1e-2 and 5 epochs, both at the edges of their grids); a first
+        # run chose 1e-3 (inside) with 5 epochs (mean pooling) and 20 (the [CLS] probe), both at the epoch grid's edges
+        # again: epochs now 2..40, at 4 lrs and 2 selection seeds (the same probe time)
         freezing=Freezing(seeds=(0, 1, 2, 3, 4), epochs=1, train_size=2240, frozen_layers=(3,),
-                          gradual_seeds=(0, 1, 2), probe_lrs=(1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1),
-                          probe_epochs=(5, 10, 20), grad_norm_steps=40, timing_steps=3),
+                          gradual_seeds=(0, 1, 2), probe_lrs=(1e-4, 1e-3, 1e-2, 1e-1),
+                          probe_epochs=(2, 5, 10, 20, 40), probe_selection_seeds=(100, 101), grad_norm_steps=40,
+                          timing_steps=3),
         mixed_precision=MixedPrecision(trace_steps=40, timing_steps=4, train_size=1600, epochs=1,
                                        seeds=(0, 1, 2, 3, 4), replay_steps=8),
         # 60 steps a run (960 examples, 1 epoch): with 20-40 steps (320-640 examples) every optimizer but
