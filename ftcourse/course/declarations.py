@@ -490,6 +490,8 @@ def _optimizers_bank(p) -> Declaration:
     # 1. the pilot: both at every lr of the grid, on seeds the comparisons never reuse
     arms = [Arm(f"{name}, lr {lr:g} (pilot)", few.replace(optimizer=name, lr=lr), o.pilot_seeds, cell="pilot")
             for lr in o.pilot_lrs for name in pair]
+    arms += [Arm(f"{name}, lr {lr:g} (pilot)", few.replace(optimizer=name, lr=lr), o.pilot_seeds, cell="pilot")
+             for name, lr in o.pilot_extra]
     # 2. the seven optimizers' lr sensitivity curves (no verdicts: curves over seeds), before the arms the pilot sizes
     # SGD and LARS with momentum 0.9 (their papers' and the usual setting; the classes default to 0, as torch's SGD)
     momentum = {"SGD": {"momentum": 0.9}, "LARS": {"momentum": 0.9}}
@@ -500,6 +502,9 @@ def _optimizers_bank(p) -> Declaration:
     arms += [Arm(name, few.replace(optimizer=name), o.failure_seeds, cell="failures") for name in pair]
     arms += [Arm(f"{name}, own lr", few.replace(optimizer=name, lr=lr), o.compared_seeds, cell="own lrs")
              for name, lr in zip(pair, o.chosen)]
+    # 5. live: both at the failure lr again, with every block's gradient norm recorded (optimizer hooks)
+    arms += [Arm(f"{name}, per-block gradients", few.replace(optimizer=name), o.gradient_seeds,
+                 custom="BlockNorms on the optimizer (ftcourse.grad_norms)", cell="per-block gradients") for name in pair]
     # "BERTAdam fails more often" (Zhang et al. 2021): Fisher's exact test on the counts; "it ends worse": paired over
     # seeds, each at its own validated lr
     comparisons = (Comparison("BERTAdam", "AdamW", "failures"), Comparison("BERTAdam, own lr", "AdamW, own lr"))
