@@ -816,7 +816,7 @@ def _data_parallel(p) -> Declaration:
 
 
 DECLARATIONS: dict = {  # notebook number ("07") -> function(profile) -> Declaration
-    "01": _baseline, "02": _accumulation, "03": _freezing, "04": _mixed_precision, "05": _optimizers_bank,
+    "01": _baseline, "02": _accumulation, "03": _freezing, "04": _mixed_precision, "05": _optimizers,
     "06": _schedules, "07": _llrd, "08": _reinit, "09": _swa, "10": _early_stopping, "11": _combined,
     "12": _lora, "13": _data_parallel,
 }
